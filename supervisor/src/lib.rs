@@ -1,0 +1,2 @@
+//! The `mate` composition root: supervisor, CLI, configuration and model management.
+pub mod model;

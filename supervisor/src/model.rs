@@ -1,0 +1,1 @@
+//! Default model management (written by the model helper).
