@@ -1,0 +1,435 @@
+//! Every message that crosses a process boundary in mate.
+//!
+//! Four directions, four enums, each sent inside one frame after the handshake:
+//!
+//! | from → to               | type           |
+//! |-------------------------|----------------|
+//! | supervisor → worker     | [`ToWorker`]   |
+//! | worker → supervisor     | [`FromWorker`] |
+//! | client → supervisor     | [`Request`]    |
+//! | supervisor → client     | [`Reply`]      |
+//!
+//! Wire compatibility: bincode encodes an enum variant by its index and a struct by field order.
+//! New variants go at the **end** of an enum, fields are never reordered, and any change that
+//! alters an existing encoding bumps [`crate::PROTOCOL_VERSION`]. The golden-byte tests in
+//! `protocol/tests/golden.rs` fail on an accidental change.
+
+use serde::{Deserialize, Serialize};
+
+/// Which process kind a peer is. Sent in [`crate::Hello`] so the accepting side knows what it
+/// talks to and which credentials apply.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Supervisor,
+    LlmWorker,
+    BridgeWorker,
+    /// `mate ctl …`: one request, its replies, then gone.
+    Ctl,
+    /// The dashboard: stays attached and follows events.
+    Tui,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Supervisor => "supervisor",
+            Role::LlmWorker => "llm worker",
+            Role::BridgeWorker => "bridge worker",
+            Role::Ctl => "ctl client",
+            Role::Tui => "tui client",
+        }
+    }
+
+    /// Workers are spawned by the supervisor and carry a one-time token; clients use the
+    /// control token from the state dir.
+    pub fn is_worker(self) -> bool {
+        matches!(self, Role::LlmWorker | Role::BridgeWorker)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The supervised worker kinds, as named on the command line (`mate ctl restart llm`).
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WorkerKind {
+    Llm,
+    Bridge,
+}
+
+impl WorkerKind {
+    pub const ALL: [WorkerKind; 2] = [WorkerKind::Llm, WorkerKind::Bridge];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::Llm => "llm",
+            WorkerKind::Bridge => "bridge",
+        }
+    }
+
+    pub fn role(self) -> Role {
+        match self {
+            WorkerKind::Llm => Role::LlmWorker,
+            WorkerKind::Bridge => Role::BridgeWorker,
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WorkerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "llm" => Ok(WorkerKind::Llm),
+            "bridge" => Ok(WorkerKind::Bridge),
+            other => Err(format!(
+                "unknown worker {other:?}: expected `llm` or `bridge`"
+            )),
+        }
+    }
+}
+
+/// Fault injection, as Chromium's `chrome://gpucrash` and `chrome://gpuhang`.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    /// The worker aborts itself (as a crash would: no cleanup, no goodbye).
+    Crash,
+    /// The worker stops answering, heartbeats included, but stays alive.
+    Hang,
+}
+
+/// GPU offload and memory knobs the LLM worker loads a model with. Named profiles
+/// (`performance`, `balanced`, `low_memory`, `cpu`) are values of this type.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub name: String,
+    pub n_gpu_layers: u32,
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    pub n_ubatch: u32,
+    pub kv_type: KvType,
+    pub flash_attention: bool,
+    pub mmap: bool,
+    pub mlock: bool,
+    /// 0 means "choose from the CPU".
+    pub n_threads: u32,
+}
+
+/// Element type of the KV cache.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvType {
+    F16,
+    Q8_0,
+    Q4_0,
+}
+
+/// Who said a chat message.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatRole {
+    System,
+    User,
+    Assistant,
+}
+
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: ChatRole,
+    pub text: String,
+}
+
+/// Sampling parameters for one generation.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub seed: u32,
+    pub max_tokens: u32,
+    pub stop: Vec<String>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.1,
+            seed: 42,
+            max_tokens: 256,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Why a generation ended.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    EndOfText,
+    MaxTokens,
+    StopString(String),
+    Cancelled,
+}
+
+/// Figures the LLM worker reports with the last chunk of a reply.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub ttft_ms: f32,
+    pub prompt_tokens_per_s: f32,
+    pub gen_tokens_per_s: f32,
+    pub stop: StopReason,
+}
+
+/// One avatar command, as the Unity bridge sends it on.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AvatarCommand {
+    LoadVrm {
+        path: String,
+    },
+    SetExpression {
+        expression: String,
+        intensity: f32,
+        transition_ms: u32,
+    },
+    PlayAnimation {
+        name: String,
+        looped: bool,
+    },
+    Blink {
+        enabled: bool,
+    },
+}
+
+/// Resource figures a worker reports with each heartbeat reply.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerVitals {
+    pub rss_bytes: u64,
+    pub cpu_percent: f32,
+}
+
+/// Supervisor → worker.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Liveness probe; the worker answers [`FromWorker::Heartbeat`] with the same sequence.
+    Heartbeat {
+        seq: u64,
+    },
+    /// Finish what is in flight within `grace_ms`, then exit 0.
+    Shutdown {
+        grace_ms: u32,
+    },
+    Inject(Fault),
+    /// LLM: load (or reload) the model with this profile.
+    Load {
+        model_path: String,
+        profile: Profile,
+    },
+    /// LLM: generate a reply to `messages` (the whole conversation the worker should see).
+    Generate {
+        request_id: u64,
+        messages: Vec<ChatMessage>,
+        sampling: Sampling,
+    },
+    /// LLM: stop generation `request_id` at the next token.
+    Cancel {
+        request_id: u64,
+    },
+    /// Bridge: drive the avatar.
+    Avatar(AvatarCommand),
+}
+
+/// Worker → supervisor.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The worker finished start-up and takes requests.
+    Ready,
+    Heartbeat {
+        seq: u64,
+        vitals: WorkerVitals,
+    },
+    /// A start-up failure no restart can fix (missing model, bad config): do not restart.
+    Fatal {
+        reason: String,
+    },
+    /// LLM: the model is loaded with this profile.
+    Loaded {
+        profile: String,
+        n_layers: u32,
+    },
+    /// LLM: a piece of the reply, already valid UTF-8.
+    Chunk {
+        request_id: u64,
+        text: String,
+    },
+    /// LLM: the reply is complete.
+    Done {
+        request_id: u64,
+        stats: GenerationStats,
+    },
+    /// LLM: the request failed; the worker lives on.
+    Failed {
+        request_id: u64,
+        reason: String,
+    },
+    /// Something the supervisor should log and show in the event list.
+    Notice {
+        level: Level,
+        message: String,
+    },
+    /// Bridge: connection state towards the Unity peer.
+    BridgeStatus(BridgeStatus),
+}
+
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BridgeStatus {
+    pub connected: bool,
+    pub peer: String,
+    pub queue_depth: u32,
+    pub acks_pending: u32,
+    pub commands_per_s: f32,
+    pub last_error: Option<String>,
+}
+
+/// Client (`mate ctl`, the TUI) → supervisor.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Status,
+    Restart {
+        worker: WorkerKind,
+        profile: Option<String>,
+    },
+    Stop {
+        worker: WorkerKind,
+    },
+    Start {
+        worker: WorkerKind,
+    },
+    SetProfile {
+        name: String,
+    },
+    /// A user turn; the reply streams back as [`Reply::Chunk`]s and one [`Reply::ChatDone`].
+    Chat {
+        text: String,
+    },
+    Cancel,
+    /// Stream events; with `follow`, keep streaming until the client leaves.
+    Events {
+        follow: bool,
+    },
+    Shutdown,
+    Inject {
+        worker: WorkerKind,
+        fault: Fault,
+    },
+}
+
+/// Supervisor → client.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Ok,
+    /// The request failed; `message` says why and what to do.
+    Error {
+        message: String,
+    },
+    Status(StatusReport),
+    Chunk {
+        text: String,
+    },
+    ChatDone {
+        stats: GenerationStats,
+    },
+    Event(Event),
+}
+
+/// Lifecycle state of a supervised worker.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerState {
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+/// How a worker process ended.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub kind: WorkerKind,
+    pub state: WorkerState,
+    pub pid: Option<u32>,
+    pub uptime_ms: u64,
+    pub restarts: u32,
+    pub profile: Option<String>,
+    pub last_exit: Option<ExitStatus>,
+    pub last_error: Option<String>,
+    pub vitals: WorkerVitals,
+}
+
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub supervisor_pid: u32,
+    pub uptime_ms: u64,
+    pub workers: Vec<WorkerReport>,
+    pub turns: u64,
+    pub tokens: u64,
+}
+
+/// Something that happened, for `mate ctl events` and the dashboard's log.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub level: Level,
+    pub worker: Option<WorkerKind>,
+    pub message: String,
+}
