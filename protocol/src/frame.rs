@@ -4,7 +4,7 @@
 //! checked against the connection's [`Limit`] **before** anything is allocated, so a hostile
 //! prefix of `u32::MAX` costs four bytes of reading and nothing else.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -127,5 +127,36 @@ pub(crate) fn io_error(e: io::Error) -> Error {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout,
         _ => Error::Io(e),
+    }
+}
+
+/// A connection after its handshake: reads go through a buffer, so a frame usually costs one
+/// `read` call instead of two (header, then payload); writes go straight out, one `write_all`
+/// per frame. Wrap a stream only after the handshake, which reads exactly its own bytes.
+#[derive(Debug)]
+pub struct Framed<S> {
+    io: BufReader<S>,
+    limit: Limit,
+}
+
+impl<S: Read + Write> Framed<S> {
+    /// `limit` caps frames in both directions.
+    pub fn new(stream: S, limit: Limit) -> Self {
+        Framed {
+            io: BufReader::with_capacity(8 * 1024, stream),
+            limit,
+        }
+    }
+
+    pub fn send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<(), Error> {
+        write_frame(self.io.get_mut(), msg, self.limit)
+    }
+
+    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+        read_frame(&mut self.io, self.limit)
+    }
+
+    pub fn get_ref(&self) -> &S {
+        self.io.get_ref()
     }
 }

@@ -8,7 +8,7 @@
 use interprocess::local_socket::Stream;
 
 use crate::{
-    frame::{self, Limit},
+    frame::{Framed, Limit},
     handshake::TOKEN_ENV,
     AuthToken, Endpoint, Error, Fault, FromWorker, Hello, Role, ToWorker, WorkerVitals,
 };
@@ -16,7 +16,7 @@ use crate::{
 /// A worker's connection to its supervisor.
 #[derive(Debug)]
 pub struct WorkerLink {
-    stream: Stream,
+    conn: Framed<Stream>,
     supervisor_pid: u32,
 }
 
@@ -40,7 +40,7 @@ impl WorkerLink {
         let token = AuthToken::from_hex(&token)?;
         let (stream, supervisor_pid) = endpoint.connect(&Hello::new(role, token))?;
         Ok(WorkerLink {
-            stream,
+            conn: Framed::new(stream, Limit::Data),
             supervisor_pid,
         })
     }
@@ -50,14 +50,14 @@ impl WorkerLink {
     }
 
     pub fn send(&mut self, msg: &FromWorker) -> Result<(), Error> {
-        frame::write_frame(&mut self.stream, msg, Limit::Data)
+        self.conn.send(msg)
     }
 
     /// Waits for the next message, answering heartbeats and carrying out injected faults on
     /// the way.
     pub fn recv(&mut self) -> Result<Next, Error> {
         loop {
-            match frame::read_frame(&mut self.stream, Limit::Data)? {
+            match self.conn.recv()? {
                 ToWorker::Heartbeat { seq } => self.send(&FromWorker::Heartbeat {
                     seq,
                     vitals: WorkerVitals::default(),

@@ -26,7 +26,10 @@ use mate_protocol::{
     AuthToken, Endpoint, ExitStatus, FromWorker, Hello, KvType, Limit, Profile, Rejection, Reply,
     Request, Role, StatusReport, ToWorker, WorkerKind, WorkerReport, WorkerState, WorkerVitals,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    io::BufReader,
+    sync::{mpsc, oneshot},
+};
 use tracing::{debug, info, warn};
 
 use crate::config::Settings;
@@ -434,8 +437,9 @@ async fn serve_worker(
     if events.send(Event::WorkerConnected(kind, tx)).await.is_err() {
         return Ok(());
     }
+    let mut reader = BufReader::new(&*stream);
     loop {
-        let msg: FromWorker = async_io::read_frame(&mut &*stream, Limit::Data).await?;
+        let msg: FromWorker = async_io::read_frame(&mut reader, Limit::Data).await?;
         if events.send(Event::FromWorker(kind, msg)).await.is_err() {
             return Ok(());
         }
@@ -446,8 +450,9 @@ async fn serve_client(
     stream: Arc<Stream>,
     events: mpsc::Sender<Event>,
 ) -> Result<(), mate_protocol::Error> {
+    let mut reader = BufReader::new(&*stream);
     loop {
-        let request: Request = async_io::read_frame(&mut &*stream, Limit::Control).await?;
+        let request: Request = async_io::read_frame(&mut reader, Limit::Control).await?;
         let (tx, mut rx) = mpsc::channel(64);
         if events.send(Event::Request(request, tx)).await.is_err() {
             return Ok(());
