@@ -11,8 +11,8 @@
 //!
 //! Wire compatibility: bincode encodes an enum variant by its index and a struct by field order.
 //! New variants go at the **end** of an enum, fields are never reordered, and any change that
-//! alters an existing encoding bumps [`crate::PROTOCOL_VERSION`]. The golden-byte tests in
-//! `protocol/tests/golden.rs` fail on an accidental change.
+//! alters an existing encoding bumps [`crate::PROTOCOL_VERSION`]. The golden-byte snapshot
+//! (`protocol/src/tests.rs`, `golden_bytes`) fails on an accidental change.
 
 use serde::{Deserialize, Serialize};
 
