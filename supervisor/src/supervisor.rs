@@ -504,3 +504,65 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     }
     options.open(path)?.write_all(text.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> (Auth, AuthToken) {
+        let control = AuthToken::generate().expect("token");
+        let auth = Auth {
+            control: control.clone(),
+            workers: Mutex::new(HashMap::new()),
+        };
+        (auth, control)
+    }
+
+    #[test]
+    fn clients_need_the_control_token() {
+        let (auth, control) = auth();
+        assert_eq!(auth.verify(&Hello::new(Role::Ctl, control.clone())), Ok(()));
+        assert_eq!(auth.verify(&Hello::new(Role::Tui, control)), Ok(()));
+        let other = AuthToken::generate().expect("token");
+        assert_eq!(
+            auth.verify(&Hello::new(Role::Ctl, other)),
+            Err(Rejection::BadToken)
+        );
+    }
+
+    #[test]
+    fn worker_tokens_are_single_use_and_per_kind() {
+        let (auth, control) = auth();
+        let token = AuthToken::generate().expect("token");
+        auth.expect_worker(WorkerKind::Llm, token.clone());
+        // Not valid for the other worker kind, nor is the control token valid for a worker.
+        assert_eq!(
+            auth.verify(&Hello::new(Role::BridgeWorker, token.clone())),
+            Err(Rejection::BadToken)
+        );
+        assert_eq!(
+            auth.verify(&Hello::new(Role::LlmWorker, control)),
+            Err(Rejection::BadToken)
+        );
+        assert_eq!(
+            auth.verify(&Hello::new(Role::LlmWorker, token.clone())),
+            Ok(())
+        );
+        assert_eq!(
+            auth.verify(&Hello::new(Role::LlmWorker, token)),
+            Err(Rejection::BadToken),
+            "a replayed worker token is refused"
+        );
+    }
+
+    #[test]
+    fn nobody_may_pose_as_a_supervisor() {
+        let (auth, control) = auth();
+        assert_eq!(
+            auth.verify(&Hello::new(Role::Supervisor, control)),
+            Err(Rejection::WrongRole {
+                role: Role::Supervisor
+            })
+        );
+    }
+}
