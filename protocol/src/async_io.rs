@@ -30,23 +30,10 @@ pub async fn read_payload<R: AsyncRead + Unpin + ?Sized>(
     limit: Limit,
 ) -> Result<Vec<u8>, Error> {
     let mut header = [0; HEADER_LEN];
-    match read_full(r, &mut header).await? {
-        0 => return Err(Error::Closed),
-        n if n < HEADER_LEN => {
-            return Err(Error::Truncated {
-                expected: HEADER_LEN,
-                got: n,
-            })
-        }
-        _ => {}
-    }
-    let len = frame::payload_len(header, limit)?;
-    let mut payload = vec![0; len];
+    let got = read_full(r, &mut header).await?;
+    let mut payload = vec![0; frame::header_len(got, header, limit)?];
     let got = read_full(r, &mut payload).await?;
-    if got < len {
-        return Err(Error::Truncated { expected: len, got });
-    }
-    Ok(payload)
+    frame::whole_payload(got, payload)
 }
 
 /// Reads and decodes one frame.

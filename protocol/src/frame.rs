@@ -89,21 +89,36 @@ pub fn read_frame<R: Read + ?Sized, T: DeserializeOwned>(
 /// Reads one frame's payload without decoding it.
 pub fn read_payload<R: Read + ?Sized>(r: &mut R, limit: Limit) -> Result<Vec<u8>, Error> {
     let mut header = [0; HEADER_LEN];
-    match read_full(r, &mut header)? {
-        0 => return Err(Error::Closed),
-        n if n < HEADER_LEN => {
-            return Err(Error::Truncated {
-                expected: HEADER_LEN,
-                got: n,
-            })
-        }
-        _ => {}
-    }
-    let len = payload_len(header, limit)?;
-    let mut payload = vec![0; len];
+    let got = read_full(r, &mut header)?;
+    let mut payload = vec![0; header_len(got, header, limit)?];
     let got = read_full(r, &mut payload)?;
-    if got < len {
-        return Err(Error::Truncated { expected: len, got });
+    whole_payload(got, payload)
+}
+
+/// Judges the first read of a frame: nothing at all is a clean close, part of a header a
+/// truncated frame; a whole header gives the payload length, checked against the cap.
+pub(crate) fn header_len(
+    got: usize,
+    header: [u8; HEADER_LEN],
+    limit: Limit,
+) -> Result<usize, Error> {
+    match got {
+        0 => Err(Error::Closed),
+        n if n < HEADER_LEN => Err(Error::Truncated {
+            expected: HEADER_LEN,
+            got: n,
+        }),
+        _ => payload_len(header, limit),
+    }
+}
+
+/// The payload, if all of it arrived.
+pub(crate) fn whole_payload(got: usize, payload: Vec<u8>) -> Result<Vec<u8>, Error> {
+    if got < payload.len() {
+        return Err(Error::Truncated {
+            expected: payload.len(),
+            got,
+        });
     }
     Ok(payload)
 }
