@@ -32,9 +32,6 @@ pub fn request(
     let not_running = || CtlError::NotRunning {
         state_dir: state_dir.to_path_buf(),
     };
-    if !endpoint.is_live() {
-        return Err(not_running());
-    }
     let token_path = control_token_path(state_dir);
     let token = std::fs::read_to_string(&token_path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -47,7 +44,17 @@ pub fn request(
         }
     })?;
     let hello = Hello::new(Role::Ctl, AuthToken::from_hex(&token)?);
+    // One connection attempt tells "nobody there" (refused, or no socket file after a clean
+    // stop) from a live supervisor; a separate liveness probe would only cost it a connection.
     let (mut stream, _pid) = endpoint.connect(&hello).map_err(|e| match e {
+        mate_protocol::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            not_running()
+        }
         e if e.is_disconnect() => not_running(),
         e => CtlError::Protocol(e),
     })?;

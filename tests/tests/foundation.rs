@@ -163,6 +163,21 @@ fn a_bad_config_file_is_named_in_the_error() {
     assert!(err.contains("bad.toml") && err.contains("modle"), "{err}");
 }
 
+/// Starts `mate worker KIND` the way the supervisor does, with `token` in the environment.
+fn spawn_worker(kind: &str, endpoint: &Endpoint, token: Option<&AuthToken>) -> std::process::Child {
+    let mut cmd = Command::new(mate_bin());
+    cmd.args(["worker", kind, "--endpoint"])
+        .arg(endpoint.path())
+        .env_remove(TOKEN_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(token) = token {
+        cmd.env(TOKEN_ENV, token.to_hex());
+    }
+    cmd.spawn().expect("spawn worker")
+}
+
 /// The worker side of the handshake, from a separate process: this test is the listener,
 /// `mate worker bridge` the peer.
 #[test]
@@ -172,15 +187,7 @@ fn a_worker_process_handshakes_reports_ready_and_obeys_shutdown() {
     let listener = endpoint.listen().expect("listen");
     let token = AuthToken::generate().expect("token");
 
-    let child = Command::new(mate_bin())
-        .args(["worker", "bridge", "--endpoint"])
-        .arg(endpoint.path())
-        .env(TOKEN_ENV, token.to_hex())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn worker");
+    let child = spawn_worker("bridge", &endpoint, Some(&token));
     let child_pid = child.id();
 
     let mut stream = listener.accept().expect("accept");
@@ -230,15 +237,7 @@ fn a_worker_with_the_wrong_token_is_turned_away() {
     let right = AuthToken::generate().expect("token");
     let wrong = AuthToken::generate().expect("token");
 
-    let child = Command::new(mate_bin())
-        .args(["worker", "llm", "--endpoint"])
-        .arg(endpoint.path())
-        .env(TOKEN_ENV, wrong.to_hex())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn worker");
+    let child = spawn_worker("llm", &endpoint, Some(&wrong));
     let mut stream = listener.accept().expect("accept");
     let err = accept_hello(&mut stream, Duration::from_secs(5), |h| {
         if h.token.matches(&right) {
@@ -262,17 +261,7 @@ fn a_worker_with_the_wrong_token_is_turned_away() {
 fn a_worker_started_by_hand_explains_itself() {
     let state = StateDir::new();
     let endpoint = Endpoint::for_state_dir(state.path());
-    let out = wait_output(
-        Command::new(mate_bin())
-            .args(["worker", "llm", "--endpoint"])
-            .arg(endpoint.path())
-            .env_remove(TOKEN_ENV)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-        LIMIT,
-    );
+    let out = wait_output(spawn_worker("llm", &endpoint, None), LIMIT);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mate up"));
 }
