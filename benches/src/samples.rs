@@ -6,8 +6,9 @@
 
 use mate_protocol::{
     AuthToken, AvatarCommand, BridgeStatus, ChatMessage, ChatRole, Event, ExitStatus, FromWorker,
-    GenerationStats, Hello, KvType, Level, Profile, Reply, Request, Role, Sampling, StatusReport,
-    StopReason, ToWorker, WorkerKind, WorkerReport, WorkerState, WorkerVitals,
+    GenerationStats, Hello, KvType, Level, LlmOptions, LlmPhase, LlmVitals, Profile, Reply,
+    Request, Role, Sampling, StatusReport, StopReason, ToWorker, WorkerKind, WorkerReport,
+    WorkerState, WorkerVitals,
 };
 
 /// A heartbeat sequence number in the range a long-running supervisor reaches. Varints above
@@ -66,6 +67,15 @@ fn vitals() -> WorkerVitals {
     WorkerVitals {
         rss_bytes: 5_368_709_120,
         cpu_percent: 37.5,
+        llm: Some(LlmVitals {
+            phase: LlmPhase::Generating,
+            stalled_ms: 12,
+            model_bytes: 4_683_073_536,
+            kv_bytes: 234_881_024,
+            n_ctx: 8192,
+            ctx_used: 2055,
+            last: Some(stats()),
+        }),
     }
 }
 
@@ -77,6 +87,7 @@ fn stats() -> GenerationStats {
         prompt_tokens_per_s: 2310.0,
         gen_tokens_per_s: 41.7,
         stop: StopReason::EndOfText,
+        cached_tokens: 1790,
     }
 }
 
@@ -118,6 +129,7 @@ pub fn to_worker() -> Vec<(&'static str, ToWorker)> {
                     "/home/streamer/.local/share/mate/models/qwen2.5-7b-instruct-q4_k_m.gguf"
                         .to_owned(),
                 profile: profile(),
+                options: LlmOptions::default(),
             },
         ),
         (

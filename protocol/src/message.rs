@@ -189,6 +189,8 @@ pub enum StopReason {
     MaxTokens,
     StopString(String),
     Cancelled,
+    /// The context window filled up during the reply.
+    ContextFull,
 }
 
 /// Figures the LLM worker reports with the last chunk of a reply.
@@ -201,6 +203,8 @@ pub struct GenerationStats {
     pub prompt_tokens_per_s: f32,
     pub gen_tokens_per_s: f32,
     pub stop: StopReason,
+    /// Prompt tokens that were already in the KV cache and not decoded again.
+    pub cached_tokens: u32,
 }
 
 /// One avatar command, as the Unity bridge sends it on.
@@ -230,6 +234,134 @@ pub enum AvatarCommand {
 pub struct WorkerVitals {
     pub rss_bytes: u64,
     pub cpu_percent: f32,
+    /// Only from the LLM worker.
+    pub llm: Option<LlmVitals>,
+}
+
+/// What the LLM worker is doing, for heartbeats and the dashboard.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LlmPhase {
+    /// Waiting for [`ToWorker::Load`].
+    #[default]
+    NoModel,
+    Loading,
+    Ready,
+    /// Decoding a prompt (a turn or an [`ToWorker::Ingest`]).
+    Ingesting,
+    Generating,
+}
+
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LlmVitals {
+    pub phase: LlmPhase,
+    /// Milliseconds since the current phase last made progress (a decoded batch or token).
+    /// Large while `Ingesting`/`Generating` means llama.cpp is stuck.
+    pub stalled_ms: u64,
+    pub model_bytes: u64,
+    pub kv_bytes: u64,
+    pub n_ctx: u32,
+    /// Tokens in the KV cache now.
+    pub ctx_used: u32,
+    pub last: Option<GenerationStats>,
+}
+
+/// What [`FromWorker::Loaded`] reports.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub profile: String,
+    pub n_layers: u32,
+    pub model_bytes: u64,
+    pub load_ms: u32,
+    pub warmup_ms: u32,
+    pub n_threads: u32,
+    /// Whether the model brought its own chat template (otherwise the fallback is used).
+    pub model_template: bool,
+    /// Tokens restored from the conversation snapshot (0: none matched).
+    pub restored_tokens: u32,
+}
+
+/// How the LLM worker runs a model, beyond the profile's memory knobs.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmOptions {
+    /// Used when the model has no chat template of its own (base models).
+    pub fallback_template: ChatTemplate,
+    pub coalesce: Coalesce,
+    /// Directory for the conversation's KV snapshot; `None` turns snapshots off.
+    pub snapshot_dir: Option<String>,
+    /// Decode a few tokens after loading so the first real reply does not pay for
+    /// allocations and cold caches.
+    pub warmup: bool,
+}
+
+impl Default for LlmOptions {
+    fn default() -> Self {
+        LlmOptions {
+            fallback_template: ChatTemplate::default(),
+            coalesce: Coalesce::default(),
+            snapshot_dir: None,
+            warmup: true,
+        }
+    }
+}
+
+/// A plain-text chat format for models without a template. Each part holds `{text}` where the
+/// message goes; `generation_prompt` opens the reply; `stop` ends it (so a base model does not
+/// go on to write the user's next line).
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatTemplate {
+    pub system: String,
+    pub user: String,
+    pub assistant: String,
+    pub generation_prompt: String,
+    pub stop: Vec<String>,
+}
+
+impl Default for ChatTemplate {
+    fn default() -> Self {
+        ChatTemplate {
+            system: "{text}\n\n".into(),
+            user: "User: {text}\n".into(),
+            assistant: "Mate: {text}\n".into(),
+            generation_prompt: "Mate:".into(),
+            stop: vec!["\nUser:".into(), "\nMate:".into()],
+        }
+    }
+}
+
+/// How streamed tokens are grouped into [`FromWorker::Chunk`]s: a chunk goes out once it holds
+/// `max_tokens` tokens, or `max_delay_ms` after its first token, or at a word or punctuation
+/// boundary once it holds `min_tokens`. `max_tokens: 1` sends every token at once.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coalesce {
+    pub min_tokens: u32,
+    pub max_tokens: u32,
+    pub max_delay_ms: u32,
+}
+
+impl Coalesce {
+    /// Every token in its own chunk: lowest latency, most messages.
+    pub const OFF: Coalesce = Coalesce {
+        min_tokens: 1,
+        max_tokens: 1,
+        max_delay_ms: 0,
+    };
+}
+
+impl Default for Coalesce {
+    /// The rule that made the original app's streaming smooth: 3–5 tokens or 50 ms.
+    fn default() -> Self {
+        Coalesce {
+            min_tokens: 3,
+            max_tokens: 5,
+            max_delay_ms: 50,
+        }
+    }
 }
 
 /// Supervisor → worker.
@@ -249,6 +381,7 @@ pub enum ToWorker {
     Load {
         model_path: String,
         profile: Profile,
+        options: LlmOptions,
     },
     /// LLM: generate a reply to `messages` (the whole conversation the worker should see).
     Generate {
@@ -262,6 +395,13 @@ pub enum ToWorker {
     },
     /// Bridge: drive the avatar.
     Avatar(AvatarCommand),
+    /// LLM: bring the KV cache up to date with `messages` without generating (after a
+    /// restart, so the next turn does not pay for the whole conversation). Answered by
+    /// [`FromWorker::Ingested`].
+    Ingest {
+        request_id: u64,
+        messages: Vec<ChatMessage>,
+    },
 }
 
 /// Worker → supervisor.
@@ -279,10 +419,7 @@ pub enum FromWorker {
         reason: String,
     },
     /// LLM: the model is loaded with this profile.
-    Loaded {
-        profile: String,
-        n_layers: u32,
-    },
+    Loaded(LoadReport),
     /// LLM: a piece of the reply, already valid UTF-8.
     Chunk {
         request_id: u64,
@@ -305,6 +442,22 @@ pub enum FromWorker {
     },
     /// Bridge: connection state towards the Unity peer.
     BridgeStatus(BridgeStatus),
+    /// LLM: the conversation is in the KV cache.
+    Ingested {
+        request_id: u64,
+        prompt_tokens: u32,
+        /// Tokens that were already in the cache (restored snapshot or earlier turns).
+        cached_tokens: u32,
+        elapsed_ms: u32,
+    },
+    /// LLM: the conversation outgrew the context; the oldest turns were left out of the
+    /// prompt (the system prompt is always kept). The transcript itself is untouched.
+    ContextTrimmed {
+        request_id: u64,
+        dropped_messages: u32,
+        prompt_tokens: u32,
+        n_ctx: u32,
+    },
 }
 
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]

@@ -65,6 +65,7 @@ fn to_worker_tag(m: &ToWorker) -> usize {
         ToWorker::Generate { .. } => 4,
         ToWorker::Cancel { .. } => 5,
         ToWorker::Avatar(_) => 6,
+        ToWorker::Ingest { .. } => 7,
     }
 }
 fn from_worker_tag(m: &FromWorker) -> usize {
@@ -78,6 +79,8 @@ fn from_worker_tag(m: &FromWorker) -> usize {
         FromWorker::Failed { .. } => 6,
         FromWorker::Notice { .. } => 7,
         FromWorker::BridgeStatus(_) => 8,
+        FromWorker::Ingested { .. } => 9,
+        FromWorker::ContextTrimmed { .. } => 10,
     }
 }
 fn request_tag(m: &Request) -> usize {
@@ -134,6 +137,7 @@ fn stats() -> GenerationStats {
         prompt_tokens_per_s: 700.25,
         gen_tokens_per_s: 42.0,
         stop: StopReason::StopString("\nUser:".into()),
+        cached_tokens: 8,
     }
 }
 
@@ -145,6 +149,10 @@ fn to_worker_samples() -> Vec<ToWorker> {
         ToWorker::Load {
             model_path: "/m/gemma.gguf".into(),
             profile: profile(),
+            options: LlmOptions {
+                snapshot_dir: Some("/s/session".into()),
+                ..LlmOptions::default()
+            },
         },
         ToWorker::Generate {
             request_id: 3,
@@ -166,6 +174,13 @@ fn to_worker_samples() -> Vec<ToWorker> {
             intensity: 0.75,
             transition_ms: 200,
         }),
+        ToWorker::Ingest {
+            request_id: 9,
+            messages: vec![ChatMessage {
+                role: ChatRole::Assistant,
+                text: "Hi!".into(),
+            }],
+        },
     ]
 }
 
@@ -177,15 +192,30 @@ fn from_worker_samples() -> Vec<FromWorker> {
             vitals: WorkerVitals {
                 rss_bytes: 123_456_789,
                 cpu_percent: 12.5,
+                llm: Some(LlmVitals {
+                    phase: LlmPhase::Generating,
+                    stalled_ms: 3,
+                    model_bytes: 253_113_024,
+                    kv_bytes: 1 << 20,
+                    n_ctx: 4096,
+                    ctx_used: 321,
+                    last: Some(stats()),
+                }),
             },
         },
         FromWorker::Fatal {
             reason: "model file not found".into(),
         },
-        FromWorker::Loaded {
+        FromWorker::Loaded(LoadReport {
             profile: "cpu".into(),
             n_layers: 18,
-        },
+            model_bytes: 253_113_024,
+            load_ms: 120,
+            warmup_ms: 30,
+            n_threads: 2,
+            model_template: false,
+            restored_tokens: 1500,
+        }),
         FromWorker::Chunk {
             request_id: 3,
             text: "Hi there, ".into(),
@@ -210,6 +240,18 @@ fn from_worker_samples() -> Vec<FromWorker> {
             commands_per_s: 30.0,
             last_error: None,
         }),
+        FromWorker::Ingested {
+            request_id: 9,
+            prompt_tokens: 1600,
+            cached_tokens: 1500,
+            elapsed_ms: 80,
+        },
+        FromWorker::ContextTrimmed {
+            request_id: 10,
+            dropped_messages: 4,
+            prompt_tokens: 2000,
+            n_ctx: 4096,
+        },
     ]
 }
 
@@ -312,8 +354,8 @@ fn golden_samples_cover_every_variant() {
     covers(&reply_samples(), reply_tag);
     covers(&hello_reply_samples(), hello_reply_tag);
     // The last tag of each enum must have a sample too.
-    assert_eq!(to_worker_samples().len(), 7);
-    assert_eq!(from_worker_samples().len(), 9);
+    assert_eq!(to_worker_samples().len(), 8);
+    assert_eq!(from_worker_samples().len(), 11);
     assert_eq!(request_samples().len(), 10);
     assert_eq!(reply_samples().len(), 6);
 }

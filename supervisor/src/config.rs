@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use mate_protocol::{ChatTemplate, Coalesce, LlmOptions};
 use serde::Deserialize;
 
 /// The commented sample, also printed by `mate config sample`.
@@ -16,6 +17,41 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub profile: Option<String>,
     pub log: Option<String>,
+    #[serde(default)]
+    pub llm: LlmConfig,
+}
+
+/// The `[llm]` table.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Generation threads; absent or 0: chosen from the CPU (`mate doctor` shows the choice).
+    pub threads: Option<u32>,
+    pub warmup: Option<bool>,
+    pub coalesce: Option<Coalescing>,
+    /// Keep a KV snapshot of the conversation in the state dir for fast restarts.
+    pub snapshots: Option<bool>,
+    pub template: Option<TemplateConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coalescing {
+    /// 3–5 tokens or 50 ms per chunk.
+    Smooth,
+    /// Every token at once.
+    Off,
+}
+
+/// `[llm.template]`: the chat format for models without their own template.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    pub system: Option<String>,
+    pub user: Option<String>,
+    pub assistant: Option<String>,
+    pub generation_prompt: Option<String>,
+    pub stop: Option<Vec<String>>,
 }
 
 /// Values given on the command line or in the environment (already merged by clap).
@@ -35,6 +71,10 @@ pub struct Settings {
     pub model: Option<PathBuf>,
     pub profile: String,
     pub log: String,
+    /// Generation threads; 0: chosen from the CPU.
+    pub threads: u32,
+    /// How the LLM worker runs (snapshot dir already placed in the state dir).
+    pub llm: LlmOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +137,32 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
         Some(dir) => expand_tilde(&dir),
         None => default_state_dir().ok_or(ConfigError::NoHome)?,
     };
+    let llm = file.llm;
+    let default = ChatTemplate::default();
+    let template = llm.template.unwrap_or_default();
+    let options = LlmOptions {
+        fallback_template: ChatTemplate {
+            system: template.system.unwrap_or(default.system),
+            user: template.user.unwrap_or(default.user),
+            assistant: template.assistant.unwrap_or(default.assistant),
+            generation_prompt: template
+                .generation_prompt
+                .unwrap_or(default.generation_prompt),
+            stop: template.stop.unwrap_or(default.stop),
+        },
+        coalesce: match llm.coalesce {
+            Some(Coalescing::Off) => Coalesce::OFF,
+            Some(Coalescing::Smooth) | None => Coalesce::default(),
+        },
+        snapshot_dir: llm
+            .snapshots
+            .unwrap_or(true)
+            .then(|| state_dir.join("session").to_string_lossy().into_owned()),
+        warmup: llm.warmup.unwrap_or(true),
+    };
     Ok(Settings {
+        threads: llm.threads.unwrap_or(0),
+        llm: options,
         state_dir,
         model: overrides
             .model
@@ -162,6 +227,28 @@ mod tests {
         let s = resolve(&Overrides::default(), FileConfig::default()).expect("resolve");
         assert_eq!(s.model, None);
         assert_eq!(s.profile, "cpu");
+    }
+
+    #[test]
+    fn the_llm_table_sets_threads_coalescing_and_the_fallback_template() {
+        let file = parse(
+            "[llm]\nthreads = 3\ncoalesce = \"off\"\nsnapshots = false\n\
+             [llm.template]\nuser = \"Q: {text}\\n\"\n",
+            Path::new("c.toml"),
+        )
+        .expect("parse");
+        let s = resolve(&Overrides::default(), file).expect("resolve");
+        assert_eq!(s.threads, 3);
+        assert_eq!(s.llm.coalesce, Coalesce::OFF);
+        assert_eq!(s.llm.snapshot_dir, None);
+        assert_eq!(s.llm.fallback_template.user, "Q: {text}\n");
+        assert_eq!(
+            s.llm.fallback_template.assistant,
+            ChatTemplate::default().assistant
+        );
+        let s = resolve(&Overrides::default(), FileConfig::default()).expect("resolve");
+        assert!(s.llm.snapshot_dir.is_some_and(|d| d.ends_with("session")));
+        assert!(s.llm.warmup);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod ctl;
+pub mod direct;
 pub mod logging;
 pub mod model;
 pub mod supervisor;

@@ -268,9 +268,12 @@ async fn on_worker_message(
             }
             if kind == WorkerKind::Llm {
                 if let Some(tx) = &w.tx {
+                    let mut profile = profile_named(&opts.settings.profile);
+                    profile.n_threads = opts.settings.threads;
                     let load = ToWorker::Load {
                         model_path: opts.model.to_string_lossy().into_owned(),
-                        profile: profile_named(&opts.settings.profile),
+                        profile,
+                        options: opts.settings.llm.clone(),
                     };
                     let _ = tx.send(load).await;
                 }
@@ -285,6 +288,21 @@ async fn on_worker_message(
         }
         FromWorker::BridgeStatus(status) => {
             w.last_error = status.last_error;
+        }
+        FromWorker::Loaded(report) => {
+            info!(worker = %kind, ?report, "model loaded");
+        }
+        FromWorker::ContextTrimmed {
+            dropped_messages,
+            prompt_tokens,
+            n_ctx,
+            ..
+        } => {
+            info!(
+                worker = %kind,
+                dropped_messages, prompt_tokens, n_ctx,
+                "conversation outgrew the context: oldest turns left out of the prompt"
+            );
         }
         other => debug!(worker = %kind, ?other, "message"),
     }

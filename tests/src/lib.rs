@@ -1,5 +1,8 @@
 //! Test support for driving the real `mate` binary: find (or build) it, give each test its own
 //! state dir, run commands with a deadline, and poll for conditions instead of sleeping.
+//! [`gguf`] writes the tiny random-weight model the engine tests run on.
+
+pub mod gguf;
 
 use std::{
     path::{Path, PathBuf},
@@ -32,6 +35,42 @@ pub fn mate_bin() -> &'static Path {
         let status = build.status().expect("running cargo build");
         assert!(status.success(), "cargo build -p mate failed");
         profile_dir.join(format!("mate{}", std::env::consts::EXE_SUFFIX))
+    })
+}
+
+/// The tiny random-weight model, written once per test binary.
+pub fn tiny_model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("mate-tiny-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir for the tiny model");
+        let path = dir.join("tiny.gguf");
+        gguf::TinyModel::default()
+            .write(&path)
+            .expect("write tiny model");
+        path
+    })
+}
+
+/// The default model (Gemma 3 270M) for integration tests: `$MATE_TEST_MODEL` (set by
+/// `.ci/run`), else the installed default model, fetched through `mate model fetch` if missing.
+pub fn default_model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        if let Some(path) = std::env::var_os("MATE_TEST_MODEL") {
+            return PathBuf::from(path);
+        }
+        let out = Command::new(mate_bin())
+            .args(["model", "fetch"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running mate model fetch");
+        assert!(
+            out.status.success(),
+            "the default model is needed: `mate model fetch` failed"
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     })
 }
 
@@ -77,10 +116,12 @@ impl StateDir {
         path
     }
 
-    /// A stand-in model file: enough for tests that do not run inference.
+    /// A real but tiny model (random weights, loads in milliseconds).
     pub fn fake_model(&self) -> PathBuf {
-        let path = self.path().join("fake.gguf");
-        std::fs::write(&path, b"GGUF").expect("write fake model");
+        let path = self.path().join("tiny.gguf");
+        gguf::TinyModel::default()
+            .write(&path)
+            .expect("write tiny model");
         path
     }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use mate_protocol::{
     worker::{Next, WorkerLink},
-    BridgeStatus, Endpoint, Error, FromWorker, Role,
+    BridgeStatus, Endpoint, Error, FromWorker, Role, WorkerVitals,
 };
 
 /// Arguments of `mate worker bridge`.
@@ -27,7 +27,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         ..BridgeStatus::default()
     }))?;
     loop {
-        match link.recv() {
+        match link.recv(&mut WorkerVitals::default) {
             Ok(Next::Shutdown { .. }) => return Ok(()),
             // Avatar commands have nowhere to go until the Unity connection exists.
             Ok(Next::Message(_)) => {}

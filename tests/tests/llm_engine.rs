@@ -1,0 +1,386 @@
+//! The LLM engine on the tiny random-weight GGUF: real llama.cpp, real decoding, in
+//! milliseconds. What a user relies on: long prompts are decoded in n_batch chunks, long
+//! conversations are trimmed instead of crashing, cancel stops within a token, text never
+//! splits a character, and a restored snapshot continues exactly as if nothing happened.
+
+use std::path::Path;
+
+use mate_protocol::{ChatMessage, ChatRole, ChatTemplate, Coalesce, KvType, Profile, Sampling};
+use mate_tests::tiny_model;
+use mate_worker_llm::{
+    engine::{Listener, Model, Restore, Session, Threads},
+    prompt::render_fallback,
+    stream::Utf8Stream,
+    LlmError,
+};
+
+fn profile(n_ctx: u32, n_batch: u32) -> Profile {
+    Profile {
+        name: "test".into(),
+        n_gpu_layers: 0,
+        n_ctx,
+        n_batch,
+        n_ubatch: n_batch,
+        kv_type: KvType::F16,
+        flash_attention: false,
+        mmap: true,
+        mlock: false,
+        n_threads: 1,
+    }
+}
+
+const THREADS: Threads = Threads {
+    generation: 1,
+    batch: 1,
+};
+
+fn load() -> Model {
+    Model::load(tiny_model(), &profile(512, 512)).expect("tiny model loads")
+}
+
+fn msg(role: ChatRole, text: &str) -> ChatMessage {
+    ChatMessage {
+        role,
+        text: text.into(),
+    }
+}
+
+fn conversation(turns: usize) -> Vec<ChatMessage> {
+    let mut m = vec![msg(ChatRole::System, "You are mate.")];
+    for i in 0..turns {
+        m.push(msg(ChatRole::User, &format!("hello mate, is the {i} a?")));
+        m.push(msg(ChatRole::Assistant, &format!("the {i} is a you.")));
+    }
+    m.push(msg(ChatRole::User, "hello?"));
+    m
+}
+
+fn greedy(max_tokens: u32) -> Sampling {
+    Sampling {
+        temperature: 0.0,
+        repeat_penalty: 1.0,
+        max_tokens,
+        ..Sampling::default()
+    }
+}
+
+/// Records what the session reports.
+#[derive(Default)]
+struct Record {
+    text: String,
+    chunks: usize,
+    trimmed: Vec<(usize, usize)>,
+    decoded_batches: usize,
+    generated: usize,
+    cancel_after_tokens: Option<usize>,
+}
+
+impl Listener for Record {
+    fn cancelled(&self) -> bool {
+        self.cancel_after_tokens
+            .is_some_and(|n| self.generated >= n)
+    }
+    fn progress(&mut self, phase: mate_protocol::LlmPhase, _ctx_used: usize) {
+        match phase {
+            mate_protocol::LlmPhase::Generating => self.generated += 1,
+            _ => self.decoded_batches += 1,
+        }
+    }
+    fn text(&mut self, chunk: &str) {
+        self.text.push_str(chunk);
+        self.chunks += 1;
+    }
+    fn trimmed(&mut self, dropped: usize, prompt_tokens: usize) {
+        self.trimmed.push((dropped, prompt_tokens));
+    }
+}
+
+fn reply(session: &mut Session<'_>, messages: &[ChatMessage], max_tokens: u32) -> Record {
+    let mut rec = Record::default();
+    session
+        .generate(
+            messages,
+            &greedy(max_tokens),
+            &ChatTemplate::default(),
+            Coalesce::OFF,
+            &mut rec,
+        )
+        .expect("generate");
+    rec
+}
+
+#[test]
+fn loads_the_tiny_model_without_a_template_and_uses_the_fallback() {
+    let model = load();
+    assert_eq!(model.n_layers(), 2);
+    assert!(!model.has_template());
+    let messages = conversation(1);
+    let (text, special) = model
+        .render(&messages, &ChatTemplate::default())
+        .expect("render");
+    assert!(!special);
+    assert_eq!(text, render_fallback(&ChatTemplate::default(), &messages));
+    assert!(text.ends_with("User: hello?\nMate:"));
+
+    let mut session = model.session(&profile(512, 512), THREADS).expect("session");
+    reply(&mut session, &messages, 8);
+    let prompt = model.tokenize(&text, false);
+    assert_eq!(&session.cached()[..prompt.len()], &prompt[..]);
+}
+
+#[test]
+fn a_prompt_longer_than_n_batch_is_decoded_in_chunks() {
+    let model = load();
+    let n_batch = 16;
+    let mut session = model
+        .session(&profile(1024, n_batch), THREADS)
+        .expect("session");
+    let messages = conversation(12);
+    let mut rec = Record::default();
+    let report = session
+        .ingest_conversation(&messages, &ChatTemplate::default(), &mut rec)
+        .expect("a prompt many times n_batch decodes");
+    assert!(report.prompt_tokens > 10 * n_batch as usize, "{report:?}");
+    assert_eq!(session.cached().len(), report.prompt_tokens);
+    assert_eq!(
+        rec.decoded_batches,
+        report.prompt_tokens.div_ceil(n_batch as usize)
+    );
+    // And the reply after it works, reusing all but the last prompt token.
+    let mut rec = Record::default();
+    let stats = session
+        .generate(
+            &messages,
+            &greedy(4),
+            &ChatTemplate::default(),
+            Coalesce::OFF,
+            &mut rec,
+        )
+        .expect("generate");
+    assert_eq!(stats.cached_tokens as usize, report.prompt_tokens - 1);
+}
+
+#[test]
+fn a_conversation_that_outgrows_the_context_drops_old_turns_and_keeps_the_system_prompt() {
+    let model = load();
+    let n_ctx = 256;
+    let mut session = model
+        .session(&profile(n_ctx, 64), THREADS)
+        .expect("session");
+    let messages = conversation(60);
+    let rec = reply(&mut session, &messages, 16);
+    let (dropped, prompt_tokens) = *rec.trimmed.first().expect("a trim was reported");
+    assert!(dropped > 0 && dropped % 2 == 0, "whole turns: {dropped}");
+    assert!(prompt_tokens < n_ctx as usize);
+    assert!(session.cached().len() < n_ctx as usize);
+    let system = model.tokenize("You are mate.\n\nUser:", false);
+    assert_eq!(
+        &session.cached()[..system.len() - 1],
+        &system[..system.len() - 1]
+    );
+
+    // The next turn keeps the same start (no new trim while it fits): the cache is reused.
+    let mut longer = messages.clone();
+    longer.push(msg(ChatRole::Assistant, "a"));
+    longer.push(msg(ChatRole::User, "and?"));
+    let mut rec = Record::default();
+    let stats = session
+        .generate(
+            &longer,
+            &greedy(4),
+            &ChatTemplate::default(),
+            Coalesce::OFF,
+            &mut rec,
+        )
+        .expect("generate");
+    assert!(rec.trimmed.is_empty());
+    assert!(
+        stats.cached_tokens as usize > prompt_tokens / 2,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_message_that_can_never_fit_is_a_clear_error() {
+    let model = load();
+    let mut session = model.session(&profile(128, 64), THREADS).expect("session");
+    let mut messages = conversation(0);
+    messages.push(msg(ChatRole::User, &"hello ".repeat(200)));
+    let err = session
+        .generate(
+            &messages,
+            &greedy(4),
+            &ChatTemplate::default(),
+            Coalesce::OFF,
+            &mut Record::default(),
+        )
+        .expect_err("too long");
+    assert!(matches!(err, LlmError::PromptTooLong { .. }), "{err}");
+    assert!(err.to_string().contains("n_ctx"));
+    // The session is still usable.
+    reply(&mut session, &conversation(0), 2);
+}
+
+#[test]
+fn cancel_stops_within_one_token() {
+    let model = load();
+    let mut session = model.session(&profile(512, 64), THREADS).expect("session");
+    for after in [0, 1, 5] {
+        let mut rec = Record {
+            cancel_after_tokens: Some(after),
+            ..Record::default()
+        };
+        session.reset();
+        let stats = session
+            .generate(
+                &conversation(1),
+                &greedy(100),
+                &ChatTemplate::default(),
+                Coalesce::OFF,
+                &mut rec,
+            )
+            .expect("generate");
+        assert_eq!(stats.stop, mate_protocol::StopReason::Cancelled);
+        // Cancel is seen after `after` decoded tokens; at most one more is sampled.
+        assert!(
+            stats.generated_tokens as usize <= after + 1,
+            "cancel after {after}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn multibyte_characters_split_across_tokens_stream_whole() {
+    let model = load();
+    let text = "hé 😀 ok";
+    let tokens = model.tokenize(text, false);
+    let pieces: Vec<Vec<u8>> = tokens.iter().map(|t| model.piece(*t)).collect();
+    assert!(
+        pieces
+            .iter()
+            .any(|p| !p.is_empty() && std::str::from_utf8(p).is_err()),
+        "the byte-fallback vocab must split a character for this test to mean anything"
+    );
+    let mut stream = Utf8Stream::default();
+    let mut out = String::new();
+    for p in &pieces {
+        let before = out.len();
+        stream.push(p, &mut out);
+        assert!(!out[before..].contains('\u{FFFD}'));
+    }
+    stream.finish(&mut out);
+    assert_eq!(out.trim_start(), text);
+}
+
+#[test]
+fn a_restored_snapshot_continues_exactly_like_the_uninterrupted_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = load();
+    let p = profile(512, 64);
+    let first = conversation(2);
+
+    // Uninterrupted: two turns in one session.
+    let mut a = model.session(&p, THREADS).expect("session");
+    let r1 = reply(&mut a, &first, 12).text;
+    a.save_snapshot(dir.path()).expect("save snapshot");
+    let mut second = first.clone();
+    second.push(msg(ChatRole::Assistant, &r1));
+    second.push(msg(ChatRole::User, "is it?"));
+    let r2 = reply(&mut a, &second, 12).text;
+    assert!(!r1.is_empty() && !r2.is_empty(), "{r1:?} {r2:?}");
+    println!("turn 1: {r1:?}\nturn 2: {r2:?}");
+
+    // Restarted: a new model and session, restored from the snapshot.
+    let model_b = load();
+    let mut b = model_b.session(&p, THREADS).expect("session");
+    let restored = b.restore_snapshot(dir.path());
+    let Restore::Restored(n) = restored else {
+        panic!("snapshot not restored: {restored:?}");
+    };
+    assert!(n > 50);
+    let mut rec = Record::default();
+    let stats = b
+        .generate(
+            &second,
+            &greedy(12),
+            &ChatTemplate::default(),
+            Coalesce::OFF,
+            &mut rec,
+        )
+        .expect("generate");
+    assert_eq!(rec.text, r2, "restored and uninterrupted runs diverged");
+    assert!(stats.cached_tokens as usize >= n / 2, "{stats:?} after {n}");
+
+    // Other context settings: the snapshot is not used, and nothing breaks.
+    let mut c = model_b
+        .session(&profile(1024, 64), THREADS)
+        .expect("session");
+    assert!(matches!(
+        c.restore_snapshot(dir.path()),
+        Restore::Skipped(_)
+    ));
+    assert!(c.cached().is_empty());
+    assert_eq!(c.restore_snapshot(&dir.path().join("none")), Restore::None);
+}
+
+#[test]
+fn a_damaged_snapshot_is_skipped_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = load();
+    let p = profile(512, 64);
+    let mut a = model.session(&p, THREADS).expect("session");
+    reply(&mut a, &conversation(1), 4);
+    a.save_snapshot(dir.path()).expect("save");
+    let kv = dir.path().join("conversation.kv");
+    let len = std::fs::metadata(&kv).expect("kv file").len();
+    let bytes = std::fs::read(&kv).expect("read");
+    std::fs::write(&kv, &bytes[..(len / 2) as usize]).expect("truncate");
+    let mut b = model.session(&p, THREADS).expect("session");
+    assert!(matches!(
+        b.restore_snapshot(dir.path()),
+        Restore::Skipped(_)
+    ));
+    reply(&mut b, &conversation(1), 4);
+}
+
+#[test]
+fn greedy_generation_is_deterministic() {
+    let model = load();
+    let p = profile(512, 64);
+    let mut a = model.session(&p, THREADS).expect("session");
+    let mut b = model.session(&p, THREADS).expect("session");
+    let one = reply(&mut a, &conversation(1), 16);
+    let two = reply(&mut b, &conversation(1), 16);
+    assert_eq!(one.text, two.text);
+    assert!(one.generated > 0);
+}
+
+#[test]
+fn bad_model_files_give_one_clear_error_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = profile(512, 64);
+    let check = |path: &Path, expect: &str| {
+        let err = Model::load(path, &p).expect_err("must not load");
+        let text = err.to_string();
+        assert!(text.contains(expect), "{text}");
+        assert!(err.is_permanent(), "{text}");
+    };
+    check(&dir.path().join("missing.gguf"), "mate model fetch");
+    let garbage = dir.path().join("garbage.gguf");
+    std::fs::write(&garbage, b"<html>not a model</html>").expect("write");
+    check(&garbage, "not a GGUF model");
+    let truncated = dir.path().join("truncated.gguf");
+    let bytes = std::fs::read(tiny_model()).expect("read tiny");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).expect("write");
+    check(&truncated, "truncated");
+    check(dir.path(), "not a regular file");
+}
+
+#[test]
+fn quantized_kv_without_flash_attention_is_refused_with_the_fix() {
+    let model = load();
+    let mut p = profile(512, 64);
+    p.kv_type = KvType::Q8_0;
+    let err = model.session(&p, THREADS).expect_err("refused");
+    assert!(err.to_string().contains("flash_attention = true"), "{err}");
+}

@@ -1,0 +1,483 @@
+//! The worker process: `mate worker llm --endpoint PATH`.
+//!
+//! Two threads. The **reader** owns the receiving half of the supervisor connection: it answers
+//! heartbeats itself (with vitals that include how long the engine has made no progress, so a
+//! long prompt decode is not mistaken for a hang, and a stuck llama.cpp still shows), records
+//! cancels in an atomic that the engine polls between tokens, and queues everything else. The
+//! **engine** (the main thread) owns the model and runs one request at a time.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    time::Instant,
+};
+
+use mate_protocol::{
+    worker::{LinkSender, Next, WorkerLink},
+    ChatMessage, Endpoint, Error, FromWorker, Level, LlmOptions, LlmPhase, LlmVitals, LoadReport,
+    Profile, Role, Sampling, ToWorker, WorkerVitals,
+};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use tracing::{info, warn};
+
+use crate::{
+    cpu::CpuFacts,
+    engine::{Listener, Model, Restore, Session, Threads},
+    LlmError,
+};
+
+/// Arguments of `mate worker llm`.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub endpoint: PathBuf,
+}
+
+/// State the reader thread and the engine share.
+#[derive(Debug)]
+struct Shared {
+    /// `request_id + 1` of the last cancel asked for (0: none).
+    cancel: AtomicU64,
+    /// The supervisor is gone or asked to shut down: stop at the next token.
+    closing: AtomicBool,
+    vitals: Mutex<LlmVitals>,
+    progress_at: Mutex<Instant>,
+}
+
+impl Shared {
+    fn set_phase(&self, phase: LlmPhase) {
+        self.update(|v| v.phase = phase);
+    }
+
+    fn update(&self, f: impl FnOnce(&mut LlmVitals)) {
+        f(&mut self.vitals.lock().unwrap_or_else(|p| p.into_inner()));
+        *self.progress_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn snapshot(&self) -> LlmVitals {
+        let mut v = self
+            .vitals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if matches!(
+            v.phase,
+            LlmPhase::Loading | LlmPhase::Ingesting | LlmPhase::Generating
+        ) {
+            let since = self
+                .progress_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed();
+            v.stalled_ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
+        }
+        v
+    }
+}
+
+/// What the reader hands the engine: a message, or `None` when the supervisor asked for
+/// shutdown or went away.
+type Job = Option<ToWorker>;
+
+/// Runs until the supervisor says shutdown or goes away.
+pub fn run(args: &Args) -> Result<(), Error> {
+    let mut link = WorkerLink::connect_from_env(&Endpoint::at(&args.endpoint), Role::LlmWorker)?;
+    let tx = link.sender();
+    let shared = Arc::new(Shared {
+        cancel: AtomicU64::new(0),
+        closing: AtomicBool::new(false),
+        vitals: Mutex::new(LlmVitals::default()),
+        progress_at: Mutex::new(Instant::now()),
+    });
+    let (jobs_tx, jobs) = mpsc::channel();
+    let reader_shared = Arc::clone(&shared);
+    std::thread::Builder::new()
+        .name("llm-reader".into())
+        .spawn(move || read(&mut link, &reader_shared, &jobs_tx))
+        .map_err(Error::Io)?;
+    tx.send(&FromWorker::Ready)?;
+    serve(&jobs, &tx, &shared)
+}
+
+fn read(link: &mut WorkerLink, shared: &Shared, jobs: &mpsc::Sender<Job>) {
+    let mut sys = System::new();
+    let pid = Pid::from_u32(std::process::id());
+    let mut vitals = || {
+        sys.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
+        let (rss_bytes, cpu_percent) = sys
+            .process(pid)
+            .map_or((0, 0.0), |p| (p.memory(), p.cpu_usage()));
+        WorkerVitals {
+            rss_bytes,
+            cpu_percent,
+            llm: Some(shared.snapshot()),
+        }
+    };
+    loop {
+        let job = match link.recv(&mut vitals) {
+            Ok(Next::Message(ToWorker::Cancel { request_id })) => {
+                shared
+                    .cancel
+                    .store(request_id.wrapping_add(1), Ordering::SeqCst);
+                continue;
+            }
+            Ok(Next::Message(msg)) => Some(msg),
+            Ok(Next::Shutdown { .. }) => None,
+            Err(e) => {
+                if !e.is_disconnect() {
+                    warn!(error = %e, "supervisor connection failed");
+                }
+                None
+            }
+        };
+        let stop = job.is_none();
+        if stop {
+            shared.closing.store(true, Ordering::SeqCst);
+        }
+        if jobs.send(job).is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// The engine loop: load, then serve requests until a reload, a shutdown or a lost supervisor.
+fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result<(), Error> {
+    let mut next_load = None;
+    loop {
+        let (model_path, profile, options) = match next_load.take() {
+            Some(load) => load,
+            None => match jobs.recv() {
+                Ok(Some(ToWorker::Load {
+                    model_path,
+                    profile,
+                    options,
+                })) => (model_path, profile, options),
+                Ok(Some(other)) => {
+                    refuse(tx, other, "no model is loaded yet")?;
+                    continue;
+                }
+                Ok(None) | Err(_) => return Ok(()),
+            },
+        };
+        shared.set_phase(LlmPhase::Loading);
+        let loaded = match load(Path::new(&model_path), profile, tx) {
+            Ok(loaded) => loaded,
+            Err(e) if e.is_permanent() => {
+                shared.set_phase(LlmPhase::NoModel);
+                tx.send(&FromWorker::Fatal {
+                    reason: e.to_string(),
+                })?;
+                continue;
+            }
+            Err(e) => {
+                // Out of memory and the like: a restart on a smaller profile may help, which
+                // is the supervisor's call. Say why, then end the process.
+                tx.send(&FromWorker::Notice {
+                    level: Level::Error,
+                    message: e.to_string(),
+                })?;
+                std::process::exit(EXIT_LOAD_FAILED);
+            }
+        };
+        let (model, profile, threads, mut report) = loaded;
+        let mut session = match model.session(&profile, threads) {
+            Ok(s) => s,
+            Err(e) => {
+                tx.send(&FromWorker::Notice {
+                    level: Level::Error,
+                    message: e.to_string(),
+                })?;
+                std::process::exit(EXIT_LOAD_FAILED);
+            }
+        };
+        if options.warmup {
+            match session.warmup() {
+                Ok(d) => report.warmup_ms = u32::try_from(d.as_millis()).unwrap_or(u32::MAX),
+                Err(e) => warn!(error = %e, "warm-up failed"),
+            }
+        }
+        if let Some(dir) = &options.snapshot_dir {
+            match session.restore_snapshot(Path::new(dir)) {
+                Restore::Restored(n) => report.restored_tokens = u32::try_from(n).unwrap_or(0),
+                Restore::Skipped(why) => tx.send(&FromWorker::Notice {
+                    level: Level::Warn,
+                    message: format!("conversation snapshot not used: {why}"),
+                })?,
+                Restore::None => {}
+            }
+        }
+        info!(?report, "model loaded");
+        shared.update(|v| {
+            v.phase = LlmPhase::Ready;
+            v.model_bytes = model.size_bytes();
+            v.kv_bytes = session.state_bytes();
+            v.n_ctx = u32::try_from(session.n_ctx()).unwrap_or(u32::MAX);
+            v.ctx_used = u32::try_from(session.cached().len()).unwrap_or(u32::MAX);
+        });
+        tx.send(&FromWorker::Loaded(report))?;
+
+        loop {
+            match jobs.recv() {
+                Ok(Some(ToWorker::Load {
+                    model_path,
+                    profile,
+                    options,
+                })) => {
+                    next_load = Some((model_path, profile, options));
+                    break;
+                }
+                Ok(Some(ToWorker::Generate {
+                    request_id,
+                    messages,
+                    sampling,
+                })) => generate(
+                    &mut session,
+                    request_id,
+                    &messages,
+                    &sampling,
+                    &options,
+                    tx,
+                    shared,
+                )?,
+                Ok(Some(ToWorker::Ingest {
+                    request_id,
+                    messages,
+                })) => ingest(&mut session, request_id, &messages, &options, tx, shared)?,
+                Ok(Some(other)) => refuse(tx, other, "the llm worker does not do this")?,
+                Ok(None) | Err(_) => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Exit code of a worker whose model could not be loaded for a reason a smaller profile may
+/// fix (context allocation failed, out of memory).
+pub const EXIT_LOAD_FAILED: i32 = 3;
+
+type Loaded = (Model, Profile, Threads, LoadReport);
+
+fn load(path: &Path, mut profile: Profile, tx: &LinkSender) -> Result<Loaded, LlmError> {
+    let facts = CpuFacts::sample(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+    let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    if profile.mlock && !facts.mlock_is_safe(file_bytes) {
+        profile.mlock = false;
+        let _ = tx.send(&FromWorker::Notice {
+            level: Level::Warn,
+            message: format!(
+                "mlock left off: {} MiB of RAM is not comfortably more than the {} MiB model",
+                facts.total_memory >> 20,
+                file_bytes >> 20
+            ),
+        });
+    }
+    let threads = if profile.n_threads > 0 {
+        Threads {
+            generation: profile.n_threads,
+            batch: profile.n_threads,
+        }
+    } else {
+        Threads {
+            generation: facts.generation_threads(),
+            batch: facts.batch_threads(),
+        }
+    };
+    let start = Instant::now();
+    let model = Model::load(path, &profile)?;
+    let report = LoadReport {
+        profile: profile.name.clone(),
+        n_layers: model.n_layers(),
+        model_bytes: model.size_bytes(),
+        load_ms: u32::try_from(start.elapsed().as_millis()).unwrap_or(u32::MAX),
+        warmup_ms: 0,
+        n_threads: threads.generation,
+        model_template: model.has_template(),
+        restored_tokens: 0,
+    };
+    Ok((model, profile, threads, report))
+}
+
+fn refuse(tx: &LinkSender, msg: ToWorker, why: &str) -> Result<(), Error> {
+    match msg {
+        ToWorker::Generate { request_id, .. } | ToWorker::Ingest { request_id, .. } => {
+            tx.send(&FromWorker::Failed {
+                request_id,
+                reason: why.into(),
+            })
+        }
+        other => tx.send(&FromWorker::Notice {
+            level: Level::Warn,
+            message: format!("llm worker ignored {}: {why}", name(&other)),
+        }),
+    }
+}
+
+fn name(msg: &ToWorker) -> &'static str {
+    match msg {
+        ToWorker::Avatar(_) => "an avatar command",
+        ToWorker::Load { .. } => "a load",
+        _ => "a message",
+    }
+}
+
+/// Streams one request's events to the supervisor.
+struct Relay<'a> {
+    request_id: u64,
+    tx: &'a LinkSender,
+    shared: &'a Shared,
+    /// A send failed: the supervisor is gone, so stop generating.
+    broken: Option<Error>,
+}
+
+impl Relay<'_> {
+    fn send(&mut self, msg: FromWorker) {
+        if self.broken.is_none() {
+            if let Err(e) = self.tx.send(&msg) {
+                self.broken = Some(e);
+            }
+        }
+    }
+}
+
+impl Listener for Relay<'_> {
+    fn cancelled(&self) -> bool {
+        self.broken.is_some()
+            || self.shared.closing.load(Ordering::SeqCst)
+            || self.shared.cancel.load(Ordering::SeqCst) == self.request_id.wrapping_add(1)
+    }
+
+    fn progress(&mut self, phase: LlmPhase, ctx_used: usize) {
+        self.shared.update(|v| {
+            v.phase = phase;
+            v.ctx_used = u32::try_from(ctx_used).unwrap_or(u32::MAX);
+        });
+    }
+
+    fn text(&mut self, chunk: &str) {
+        self.send(FromWorker::Chunk {
+            request_id: self.request_id,
+            text: chunk.to_string(),
+        });
+    }
+
+    fn trimmed(&mut self, dropped: usize, prompt_tokens: usize) {
+        let n_ctx = self.shared.snapshot().n_ctx;
+        self.send(FromWorker::ContextTrimmed {
+            request_id: self.request_id,
+            dropped_messages: u32::try_from(dropped).unwrap_or(u32::MAX),
+            prompt_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
+            n_ctx,
+        });
+    }
+}
+
+fn generate(
+    session: &mut Session<'_>,
+    request_id: u64,
+    messages: &[ChatMessage],
+    sampling: &Sampling,
+    options: &LlmOptions,
+    tx: &LinkSender,
+    shared: &Shared,
+) -> Result<(), Error> {
+    let mut relay = Relay {
+        request_id,
+        tx,
+        shared,
+        broken: None,
+    };
+    shared.set_phase(LlmPhase::Ingesting);
+    let result = session.generate(
+        messages,
+        sampling,
+        &options.fallback_template,
+        options.coalesce,
+        &mut relay,
+    );
+    if let Some(e) = relay.broken {
+        return Err(e);
+    }
+    shared.update(|v| {
+        v.phase = LlmPhase::Ready;
+        v.ctx_used = u32::try_from(session.cached().len()).unwrap_or(u32::MAX);
+    });
+    match result {
+        Ok(stats) => {
+            shared.update(|v| v.last = Some(stats.clone()));
+            tx.send(&FromWorker::Done { request_id, stats })?;
+            save_snapshot(session, options, tx)
+        }
+        Err(e) => tx.send(&FromWorker::Failed {
+            request_id,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn ingest(
+    session: &mut Session<'_>,
+    request_id: u64,
+    messages: &[ChatMessage],
+    options: &LlmOptions,
+    tx: &LinkSender,
+    shared: &Shared,
+) -> Result<(), Error> {
+    let mut relay = Relay {
+        request_id,
+        tx,
+        shared,
+        broken: None,
+    };
+    shared.set_phase(LlmPhase::Ingesting);
+    let result = session.ingest_conversation(messages, &options.fallback_template, &mut relay);
+    if let Some(e) = relay.broken {
+        return Err(e);
+    }
+    shared.set_phase(LlmPhase::Ready);
+    match result {
+        Ok(r) => {
+            tx.send(&FromWorker::Ingested {
+                request_id,
+                prompt_tokens: u32::try_from(r.prompt_tokens).unwrap_or(u32::MAX),
+                cached_tokens: u32::try_from(r.cached_tokens).unwrap_or(u32::MAX),
+                elapsed_ms: u32::try_from(r.elapsed.as_millis()).unwrap_or(u32::MAX),
+            })?;
+            if r.cached_tokens < r.prompt_tokens {
+                save_snapshot(session, options, tx)?;
+            }
+            Ok(())
+        }
+        Err(e) => tx.send(&FromWorker::Failed {
+            request_id,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Saves the conversation's cache after a turn. A failure (a full disk, say) costs only the
+/// fast restart, never the conversation, which the supervisor keeps: say so and go on.
+fn save_snapshot(
+    session: &Session<'_>,
+    options: &LlmOptions,
+    tx: &LinkSender,
+) -> Result<(), Error> {
+    let Some(dir) = &options.snapshot_dir else {
+        return Ok(());
+    };
+    let start = Instant::now();
+    match session.save_snapshot(Path::new(dir)) {
+        Ok(()) => {
+            tracing::debug!(elapsed = ?start.elapsed(), tokens = session.cached().len(), "snapshot saved");
+            Ok(())
+        }
+        Err(e) => tx.send(&FromWorker::Notice {
+            level: Level::Warn,
+            message: format!("{e}; a restart will decode the conversation again"),
+        }),
+    }
+}
