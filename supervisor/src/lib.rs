@@ -1,6 +1,8 @@
 //! The `mate` composition root: command line, configuration, model management, the supervisor
 //! loop and the `mate ctl` client. The only crate that depends on several others.
 
+#[cfg(feature = "llm")]
+pub mod bench;
 pub mod config;
 pub mod ctl;
 pub mod direct;

@@ -67,6 +67,17 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// CPU, memory and GPU facts, and the settings mate recommends for them
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure: the LLM worker against llama.cpp in-process, or thread counts
+    #[cfg(feature = "llm")]
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Run a worker (started by the supervisor, not by hand)
     #[command(hide = true)]
     Worker {
@@ -85,6 +96,37 @@ enum CtlCommand {
     },
     /// Stop the supervisor and its workers
     Shutdown,
+}
+
+#[cfg(feature = "llm")]
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Load time, TTFT cold vs warm and tok/s through the worker, side by side with the same
+    /// generation in-process; restart-to-ready with a snapshot vs re-ingesting. JSON on stdout.
+    Llm {
+        /// Runs per measurement (medians are reported)
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: u32,
+        /// Threads [default: by the CPU rule]
+        #[arg(long, default_value_t = 0)]
+        threads: u32,
+        /// Length of the conversation for the restart measurement
+        #[arg(long, default_value_t = 1500)]
+        conversation_tokens: usize,
+    },
+    /// Prompt and generation tok/s for each thread count. JSON on stdout.
+    Threads {
+        /// Highest thread count tried [default: logical cores]
+        #[arg(long)]
+        max: Option<u32>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Write the fastest generation thread count into the config file's [llm] table
+        #[arg(long)]
+        write_config: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +201,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Up | Command::Run => up(settings(&cli.global)?),
         Command::Ctl { command } => run_ctl(&settings(&cli.global)?, command),
         Command::Model { command } => run_model(&settings(&cli.global)?, command),
+        Command::Doctor { json } => doctor(&settings(&cli.global)?, json),
+        #[cfg(feature = "llm")]
+        Command::Bench { command } => bench(&cli.global, command),
         Command::Config { command } => {
             match command {
                 ConfigCommand::Path => match config::default_config_path() {
@@ -336,6 +381,165 @@ fn run_worker(kind: WorkerKind, endpoint: PathBuf) -> Result<(), Failure> {
             .into());
         }
         WorkerKind::Bridge => mate_worker_bridge::run(&mate_worker_bridge::Args { endpoint })?,
+    }
+    Ok(())
+}
+
+/// The model `mate up` would load, if it is there.
+fn installed_model(settings: &Settings) -> Result<Option<PathBuf>, Failure> {
+    let path = match &settings.model {
+        Some(path) => path.clone(),
+        None => model::default_model_path(&models_dir()?),
+    };
+    Ok(path.is_file().then_some(path))
+}
+
+#[cfg(feature = "llm")]
+fn doctor(settings: &Settings, json: bool) -> Result<(), Failure> {
+    use mate_worker_llm::{cpu::CpuFacts, engine};
+    let facts = CpuFacts::sample(std::time::Duration::from_millis(500));
+    let devices = engine::devices()?;
+    let gpus: Vec<_> = devices.iter().filter(|d| d.backend != "CPU").collect();
+    let model = installed_model(settings)?;
+    let model_bytes = model
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
+    let threads = if settings.threads > 0 {
+        settings.threads
+    } else {
+        facts.generation_threads()
+    };
+    let mlock = model_bytes > 0 && facts.mlock_is_safe(model_bytes);
+    let profile = if gpus.is_empty() { "cpu" } else { "balanced" };
+    if json {
+        let report = serde_json::json!({
+            "cpu": facts,
+            "devices": devices,
+            "gpu": if gpus.is_empty() { serde_json::Value::Null } else { serde_json::json!(gpus) },
+            "model": model,
+            "model_bytes": model_bytes,
+            "recommended": {
+                "profile": profile,
+                "threads": threads,
+                "threads_source": if settings.threads > 0 { "config" } else { "cpu rule" },
+                "batch_threads": facts.batch_threads(),
+                "mlock": mlock,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "CPU      {} ({} physical / {} logical cores, {} MHz, {:.0}% busy now)",
+        facts.brand,
+        facts.physical_cores,
+        facts.logical_cores,
+        facts.frequency_mhz,
+        facts.load_percent
+    );
+    println!("SIMD     {}", facts.simd.join(" "));
+    println!(
+        "RAM      {} MiB total, {} MiB available",
+        facts.total_memory >> 20,
+        facts.available_memory >> 20
+    );
+    if gpus.is_empty() {
+        println!("GPU      none this build of llama.cpp can use (CPU-only build; GPU builds: --features cuda or vulkan)");
+    }
+    for d in &gpus {
+        println!(
+            "GPU      {} {} ({} MiB, {} MiB free)",
+            d.backend,
+            d.description,
+            d.memory_total >> 20,
+            d.memory_free >> 20
+        );
+    }
+    match &model {
+        Some(p) => println!("model    {} ({} MB)", p.display(), model_bytes / 1_000_000),
+        None => println!("model    not installed (`mate model fetch`)"),
+    }
+    println!(
+        "suggest  profile {profile}, {threads} generation threads ({}), {} batch threads, mlock {}",
+        if settings.threads > 0 {
+            "from the config"
+        } else {
+            "physical cores not busy elsewhere"
+        },
+        facts.batch_threads(),
+        if mlock { "on" } else { "off" }
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "llm"))]
+fn doctor(_settings: &Settings, _json: bool) -> Result<(), Failure> {
+    Err(anyhow::anyhow!("this mate was built without the `llm` feature").into())
+}
+
+#[cfg(feature = "llm")]
+fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
+    let settings = settings(global)?;
+    let model = resolve_model(&settings)?;
+    match command {
+        BenchCommand::Llm {
+            runs,
+            max_tokens,
+            threads,
+            conversation_tokens,
+        } => {
+            let report = mate::bench::llm(&mate::bench::LlmBench {
+                exe: std::env::current_exe().context("locating the mate executable")?,
+                model,
+                runs: runs.max(1),
+                max_tokens: max_tokens.max(2),
+                threads: if threads > 0 {
+                    threads
+                } else {
+                    settings.threads
+                },
+                conversation_tokens,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        BenchCommand::Threads {
+            max,
+            runs,
+            write_config,
+        } => {
+            let logical = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            let counts: Vec<u32> = (1..=max.unwrap_or(logical).max(1)).collect();
+            let points = mate::bench::threads(&model, &counts, runs)?;
+            let best = points
+                .iter()
+                .max_by(|a, b| a.gen_tokens_per_s.total_cmp(&b.gen_tokens_per_s))
+                .map_or(1, |p| p.threads);
+            let facts =
+                mate_worker_llm::cpu::CpuFacts::sample(std::time::Duration::from_millis(300));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "model": model,
+                    "runs": runs,
+                    "points": points,
+                    "best_generation_threads": best,
+                    "rule_threads": facts.generation_threads(),
+                    "machine": facts,
+                }))?
+            );
+            if write_config {
+                let path = global
+                    .config
+                    .clone()
+                    .or_else(config::default_config_path)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("no config dir on this platform; pass --config")
+                    })?;
+                mate::bench::write_threads(&path, best)?;
+                eprintln!("mate: wrote [llm] threads = {best} to {}", path.display());
+            }
+        }
     }
     Ok(())
 }

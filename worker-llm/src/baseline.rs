@@ -20,6 +20,8 @@ pub struct BaselineRun {
     pub ttft_ms: f64,
     pub prompt_tokens_per_s: f64,
     pub generated_tokens: usize,
+    /// Tokens after the first, over the time after the first: the steady decode rate, the
+    /// same measure `mate bench llm` takes of the worker from its side of the socket.
     pub gen_tokens_per_s: f64,
     pub text: String,
 }
@@ -81,11 +83,12 @@ pub fn generate_greedy(
     let mut text = Vec::new();
     let mut generated = 0;
     let mut ttft_ms = 0.0;
-    let gen_start = Instant::now();
+    let mut first_at = Instant::now();
     while generated < max_tokens {
         let token = sampler.sample(&ctx, batch.n_tokens() - 1);
         if generated == 0 {
             ttft_ms = request.elapsed().as_secs_f64() * 1e3;
+            first_at = Instant::now();
         }
         if model.vocab().is_eog(token) {
             break;
@@ -103,14 +106,14 @@ pub fn generate_greedy(
         ctx.decode(&mut batch)
             .map_err(|e| LlmError::Decode(e.to_string()))?;
     }
-    let gen_s = gen_start.elapsed().as_secs_f64();
+    let gen_s = first_at.elapsed().as_secs_f64();
     Ok(BaselineRun {
         load_ms,
         prompt_tokens: tokens.len(),
         ttft_ms,
         prompt_tokens_per_s: tokens.len() as f64 / prompt_s.max(1e-9),
         generated_tokens: generated,
-        gen_tokens_per_s: generated as f64 / gen_s.max(1e-9),
+        gen_tokens_per_s: generated.saturating_sub(1) as f64 / gen_s.max(1e-9),
         text: String::from_utf8_lossy(&text).into_owned(),
     })
 }

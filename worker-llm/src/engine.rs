@@ -48,6 +48,31 @@ pub fn backend() -> Result<&'static LlamaBackend, LlmError> {
         .map_err(|e| LlmError::Backend(e.clone()))
 }
 
+/// A device llama.cpp can run on, as `mate doctor` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Device {
+    pub name: String,
+    pub description: String,
+    pub backend: String,
+    pub memory_total: u64,
+    pub memory_free: u64,
+}
+
+/// The devices this build of llama.cpp sees (the CPU always; GPUs with `cuda`/`vulkan`).
+pub fn devices() -> Result<Vec<Device>, LlmError> {
+    backend()?;
+    Ok(llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| Device {
+            name: d.name,
+            description: d.description,
+            backend: d.backend,
+            memory_total: d.memory_total as u64,
+            memory_free: d.memory_free as u64,
+        })
+        .collect())
+}
+
 /// Which file a model came from, precisely enough to know a snapshot belongs to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelIdentity {
