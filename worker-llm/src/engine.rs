@@ -279,9 +279,10 @@ struct SnapshotMeta {
     tokens: usize,
     /// Where the kept part of the conversation started (see `prompt::fit`).
     head: Option<(usize, ChatMessage)>,
+    /// The KV file this metadata belongs to, in the same directory.
+    kv_file: String,
 }
 
-const SNAPSHOT_KV: &str = "conversation.kv";
 const SNAPSHOT_META: &str = "conversation.json";
 
 /// One conversation's context on a [`Model`].
@@ -296,6 +297,9 @@ pub struct Session<'m> {
     key: SnapshotKey,
     /// The first kept non-system message of the last prompt, to keep the prefix stable.
     head: Option<(usize, ChatMessage)>,
+    /// The tokens the snapshot on disk holds (saved or restored), to skip saves that would
+    /// write the same state again.
+    on_disk: Option<Vec<LlamaToken>>,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -362,6 +366,7 @@ impl<'m> Session<'m> {
                 llama_cpp_2: "0.1.160".into(),
             },
             head: None,
+            on_disk: None,
         })
     }
 
@@ -396,6 +401,7 @@ impl<'m> Session<'m> {
         self.ctx.clear_kv_cache();
         self.cached.clear();
         self.head = None;
+        self.on_disk = None;
     }
 
     /// Brings the cache up to date with `messages` without generating.
@@ -631,31 +637,46 @@ impl<'m> Session<'m> {
     }
 
     /// Saves the KV cache and the tokens in it, so a restarted worker can carry on without
-    /// decoding the conversation again. The metadata is written last: a crash halfway leaves
-    /// no snapshot rather than a wrong one.
-    pub fn save_snapshot(&self, dir: &Path) -> Result<(), LlmError> {
+    /// decoding the conversation again. Crash-safe: the state goes to a new file first, then
+    /// the metadata naming it replaces the old metadata in one rename, then the old state file
+    /// goes. A kill at any point leaves the old snapshot or the new one, never a mix.
+    /// Returns `false` when the snapshot on disk already holds exactly this state.
+    pub fn save_snapshot(&mut self, dir: &Path) -> Result<bool, LlmError> {
+        if self.on_disk.as_ref() == Some(&self.cached) {
+            return Ok(false);
+        }
         let io = |e: std::io::Error| LlmError::Snapshot(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
-        let meta_path = dir.join(SNAPSHOT_META);
-        match std::fs::remove_file(&meta_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-            _ => {}
+        let stamp = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let kv_file = format!("conversation-{stamp:x}.kv");
+        let tmp = dir.join(format!("{kv_file}.tmp"));
+        if let Err(e) = self.ctx.state_save_file(&tmp, &self.cached) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(LlmError::Snapshot(format!("saving {}: {e}", tmp.display())));
         }
-        let tmp = dir.join(format!("{SNAPSHOT_KV}.tmp"));
-        self.ctx
-            .state_save_file(&tmp, &self.cached)
-            .map_err(|e| LlmError::Snapshot(format!("saving {}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, dir.join(SNAPSHOT_KV)).map_err(io)?;
+        std::fs::rename(&tmp, dir.join(&kv_file)).map_err(io)?;
         let meta = SnapshotMeta {
             key: self.key.clone(),
             tokens: self.cached.len(),
             head: self.head.clone(),
+            kv_file: kv_file.clone(),
         };
         let json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| LlmError::Snapshot(format!("encoding metadata: {e}")))?;
         let tmp = dir.join(format!("{SNAPSHOT_META}.tmp"));
         std::fs::write(&tmp, json).map_err(io)?;
-        std::fs::rename(&tmp, &meta_path).map_err(io)
+        std::fs::rename(&tmp, dir.join(SNAPSHOT_META)).map_err(io)?;
+        self.on_disk = Some(self.cached.clone());
+        // Old state files (and leftovers of interrupted saves) are now unreferenced.
+        for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("conversation-") && name != kv_file {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(true)
     }
 
     /// Restores a snapshot saved by [`Session::save_snapshot`] when it was made with this model
@@ -674,10 +695,14 @@ impl<'m> Session<'m> {
                 "the snapshot was made with another model or context settings".into(),
             );
         }
-        match self.ctx.state_load_file(dir.join(SNAPSHOT_KV), self.n_ctx) {
+        if meta.kv_file.contains(['/', '\\']) {
+            return Restore::Skipped("snapshot metadata names a file outside its directory".into());
+        }
+        match self.ctx.state_load_file(dir.join(&meta.kv_file), self.n_ctx) {
             Ok(tokens) if tokens.len() == meta.tokens => {
                 self.cached = tokens;
                 self.head = meta.head;
+                self.on_disk = Some(self.cached.clone());
                 Restore::Restored(self.cached.len())
             }
             Ok(_) | Err(_) => {

@@ -447,10 +447,7 @@ fn ingest(
                 cached_tokens: u32::try_from(r.cached_tokens).unwrap_or(u32::MAX),
                 elapsed_ms: u32::try_from(r.elapsed.as_millis()).unwrap_or(u32::MAX),
             })?;
-            if r.cached_tokens < r.prompt_tokens {
-                save_snapshot(session, options, tx)?;
-            }
-            Ok(())
+            save_snapshot(session, options, tx)
         }
         Err(e) => tx.send(&FromWorker::Failed {
             request_id,
@@ -462,7 +459,7 @@ fn ingest(
 /// Saves the conversation's cache after a turn. A failure (a full disk, say) costs only the
 /// fast restart, never the conversation, which the supervisor keeps: say so and go on.
 fn save_snapshot(
-    session: &Session<'_>,
+    session: &mut Session<'_>,
     options: &LlmOptions,
     tx: &LinkSender,
 ) -> Result<(), Error> {
@@ -471,8 +468,8 @@ fn save_snapshot(
     };
     let start = Instant::now();
     match session.save_snapshot(Path::new(dir)) {
-        Ok(()) => {
-            tracing::debug!(elapsed = ?start.elapsed(), tokens = session.cached().len(), "snapshot saved");
+        Ok(saved) => {
+            tracing::debug!(saved, elapsed = ?start.elapsed(), tokens = session.cached().len(), "snapshot");
             Ok(())
         }
         Err(e) => tx.send(&FromWorker::Notice {
