@@ -386,6 +386,7 @@ fn run_worker(kind: WorkerKind, endpoint: PathBuf) -> Result<(), Failure> {
 }
 
 /// The model `mate up` would load, if it is there.
+#[cfg(feature = "llm")]
 fn installed_model(settings: &Settings) -> Result<Option<PathBuf>, Failure> {
     let path = match &settings.model {
         Some(path) => path.clone(),

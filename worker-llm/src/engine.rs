@@ -698,7 +698,10 @@ impl<'m> Session<'m> {
         if meta.kv_file.contains(['/', '\\']) {
             return Restore::Skipped("snapshot metadata names a file outside its directory".into());
         }
-        match self.ctx.state_load_file(dir.join(&meta.kv_file), self.n_ctx) {
+        match self
+            .ctx
+            .state_load_file(dir.join(&meta.kv_file), self.n_ctx)
+        {
             Ok(tokens) if tokens.len() == meta.tokens => {
                 self.cached = tokens;
                 self.head = meta.head;
