@@ -127,6 +127,25 @@ pub struct Profile {
     pub n_threads: u32,
 }
 
+impl Profile {
+    /// Everything on the CPU: no offload, F16 cache, flash attention off, threads by the CPU
+    /// rule. The last rung of the ladder, and the start for machines without a GPU.
+    pub fn cpu(n_ctx: u32) -> Profile {
+        Profile {
+            name: "cpu".into(),
+            n_gpu_layers: 0,
+            n_ctx,
+            n_batch: 512,
+            n_ubatch: 512,
+            kv_type: KvType::F16,
+            flash_attention: false,
+            mmap: true,
+            mlock: false,
+            n_threads: 0,
+        }
+    }
+}
+
 /// Element type of the KV cache.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,8 +10,8 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use mate_protocol::{
-    ChatMessage, ChatRole, ChatTemplate, Coalesce, FromWorker, KvType, LlmOptions, LoadReport,
-    Profile, Sampling, ToWorker, WorkerKind,
+    ChatMessage, ChatRole, ChatTemplate, Coalesce, FromWorker, LlmOptions, LoadReport, Profile,
+    Sampling, ToWorker, WorkerKind,
 };
 use mate_worker_llm::{baseline, cpu::CpuFacts, prompt::render_fallback};
 use serde::Serialize;
@@ -51,16 +51,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn profile(n_ctx: u32, threads: u32) -> Profile {
     Profile {
-        name: "cpu".into(),
-        n_gpu_layers: 0,
-        n_ctx,
-        n_batch: 512,
-        n_ubatch: 512,
-        kv_type: KvType::F16,
-        flash_attention: false,
-        mmap: true,
-        mlock: false,
         n_threads: threads,
+        ..Profile::cpu(n_ctx)
     }
 }
 

@@ -23,8 +23,8 @@ use interprocess::local_socket::tokio::{prelude::*, Stream};
 use mate_protocol::{
     async_io,
     handshake::{HELLO_DEADLINE, TOKEN_ENV},
-    AuthToken, Endpoint, ExitStatus, FromWorker, Hello, KvType, Limit, Profile, Rejection, Reply,
-    Request, Role, StatusReport, ToWorker, WorkerKind, WorkerReport, WorkerState, WorkerVitals,
+    AuthToken, Endpoint, ExitStatus, FromWorker, Hello, Limit, Profile, Rejection, Reply, Request,
+    Role, StatusReport, ToWorker, WorkerKind, WorkerReport, WorkerState, WorkerVitals,
 };
 use tokio::{
     io::BufReader,
@@ -312,15 +312,7 @@ async fn on_worker_message(
 fn profile_named(name: &str) -> Profile {
     Profile {
         name: name.into(),
-        n_gpu_layers: 0,
-        n_ctx: 4096,
-        n_batch: 512,
-        n_ubatch: 512,
-        kv_type: KvType::F16,
-        flash_attention: false,
-        mmap: true,
-        mlock: false,
-        n_threads: 0,
+        ..Profile::cpu(4096)
     }
 }
 

@@ -7,26 +7,15 @@ use std::{path::Path, time::Duration};
 
 use mate::direct::DirectWorker;
 use mate_protocol::{
-    ChatMessage, ChatRole, Coalesce, FromWorker, GenerationStats, KvType, LlmOptions, LoadReport,
-    Profile, Sampling, StopReason, ToWorker, WorkerKind,
+    ChatMessage, ChatRole, Coalesce, FromWorker, GenerationStats, LlmOptions, LoadReport, Profile,
+    Sampling, StopReason, ToWorker, WorkerKind,
 };
 use mate_tests::{default_model, mate_bin, tiny_model, StateDir};
 
 const LONG: Duration = Duration::from_secs(120);
 
 fn profile() -> Profile {
-    Profile {
-        name: "cpu".into(),
-        n_gpu_layers: 0,
-        n_ctx: 2048,
-        n_batch: 512,
-        n_ubatch: 512,
-        kv_type: KvType::F16,
-        flash_attention: false,
-        mmap: true,
-        mlock: false,
-        n_threads: 0,
-    }
+    Profile::cpu(2048)
 }
 
 fn spawn(state: &StateDir) -> DirectWorker {
