@@ -200,6 +200,19 @@ impl Default for Sampling {
     }
 }
 
+impl Sampling {
+    /// Always the most likely token and no penalties: the same text on every run, for tests
+    /// and benchmarks.
+    pub fn greedy(max_tokens: u32) -> Sampling {
+        Sampling {
+            temperature: 0.0,
+            repeat_penalty: 1.0,
+            max_tokens,
+            ..Sampling::default()
+        }
+    }
+}
+
 /// Why a generation ended.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,13 +109,7 @@ fn generate(w: &mut DirectWorker, max_tokens: u32) -> anyhow::Result<Observed> {
     w.send(&ToWorker::Generate {
         request_id: 1,
         messages: vec![user(PROMPT)],
-        sampling: Sampling {
-            temperature: 0.0,
-            repeat_penalty: 1.0,
-            max_tokens,
-            stop: Vec::new(),
-            ..Sampling::default()
-        },
+        sampling: Sampling::greedy(max_tokens),
     })?;
     let mut first = None;
     let stats = w.recv_until(LIMIT, |m| match m {

@@ -95,27 +95,22 @@ impl DirectWorker {
         Ok(self.conn.send(msg)?)
     }
 
-    /// The next message, waiting at most `limit`.
-    pub fn recv(&mut self, limit: Duration) -> anyhow::Result<FromWorker> {
-        self.conn.get_ref().set_recv_timeout(Some(limit))?;
-        Ok(self.conn.recv()?)
-    }
-
     /// Receives until `pick` returns something, skipping other messages (heartbeat replies,
-    /// notices), or fails after `limit` in all.
+    /// notices), or fails once `limit` has passed. The socket timeout is set once per call, not
+    /// per message: benchmarks stream hundreds of chunks through here.
     pub fn recv_until<T>(
         &mut self,
         limit: Duration,
         mut pick: impl FnMut(FromWorker) -> Option<T>,
     ) -> anyhow::Result<T> {
         let deadline = Instant::now() + limit;
+        self.conn.get_ref().set_recv_timeout(Some(limit))?;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!("no expected message from the worker within {limit:?}");
-            }
-            if let Some(found) = pick(self.recv(left)?) {
+            if let Some(found) = pick(self.conn.recv()?) {
                 return Ok(found);
+            }
+            if Instant::now() > deadline {
+                bail!("no expected message from the worker within {limit:?}");
             }
         }
     }

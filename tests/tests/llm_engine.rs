@@ -55,15 +55,6 @@ fn conversation(turns: usize) -> Vec<ChatMessage> {
     m
 }
 
-fn greedy(max_tokens: u32) -> Sampling {
-    Sampling {
-        temperature: 0.0,
-        repeat_penalty: 1.0,
-        max_tokens,
-        ..Sampling::default()
-    }
-}
-
 /// Records what the session reports.
 #[derive(Default)]
 struct Record {
@@ -100,7 +91,7 @@ fn reply(session: &mut Session<'_>, messages: &[ChatMessage], max_tokens: u32) -
     session
         .generate(
             messages,
-            &greedy(max_tokens),
+            &Sampling::greedy(max_tokens),
             &ChatTemplate::default(),
             Coalesce::OFF,
             &mut rec,
@@ -151,7 +142,7 @@ fn a_prompt_longer_than_n_batch_is_decoded_in_chunks() {
     let stats = session
         .generate(
             &messages,
-            &greedy(4),
+            &Sampling::greedy(4),
             &ChatTemplate::default(),
             Coalesce::OFF,
             &mut rec,
@@ -187,7 +178,7 @@ fn a_conversation_that_outgrows_the_context_drops_old_turns_and_keeps_the_system
     let stats = session
         .generate(
             &longer,
-            &greedy(4),
+            &Sampling::greedy(4),
             &ChatTemplate::default(),
             Coalesce::OFF,
             &mut rec,
@@ -209,7 +200,7 @@ fn a_message_that_can_never_fit_is_a_clear_error() {
     let err = session
         .generate(
             &messages,
-            &greedy(4),
+            &Sampling::greedy(4),
             &ChatTemplate::default(),
             Coalesce::OFF,
             &mut Record::default(),
@@ -234,7 +225,7 @@ fn cancel_stops_within_one_token() {
         let stats = session
             .generate(
                 &conversation(1),
-                &greedy(100),
+                &Sampling::greedy(100),
                 &ChatTemplate::default(),
                 Coalesce::OFF,
                 &mut rec,
@@ -302,7 +293,7 @@ fn a_restored_snapshot_continues_exactly_like_the_uninterrupted_session() {
     let stats = b
         .generate(
             &second,
-            &greedy(12),
+            &Sampling::greedy(12),
             &ChatTemplate::default(),
             Coalesce::OFF,
             &mut rec,

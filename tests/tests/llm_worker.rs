@@ -56,15 +56,6 @@ fn user(text: &str) -> ChatMessage {
     }
 }
 
-fn greedy(max_tokens: u32) -> Sampling {
-    Sampling {
-        temperature: 0.0,
-        repeat_penalty: 1.0,
-        max_tokens,
-        ..Sampling::default()
-    }
-}
-
 /// Collects a reply's chunks until its `Done`.
 fn collect(w: &mut DirectWorker, request_id: u64) -> (Vec<String>, GenerationStats) {
     let mut chunks = Vec::new();
@@ -102,7 +93,7 @@ fn a_real_reply_from_the_default_model_streams_in_with_sane_stats() {
     w.send(&ToWorker::Generate {
         request_id: 1,
         messages: vec![user("Write one sentence about the sea.")],
-        sampling: greedy(32),
+        sampling: Sampling::greedy(32),
     })
     .expect("send");
     // Asked while it generates: the reader thread answers at once.
@@ -165,11 +156,7 @@ fn cancel_stops_a_long_generation_at_once() {
     w.send(&ToWorker::Generate {
         request_id: 7,
         messages: vec![user("Tell me a very long story about a lighthouse keeper.")],
-        sampling: Sampling {
-            max_tokens: 400,
-            stop: vec![],
-            ..greedy(400)
-        },
+        sampling: Sampling::greedy(400),
     })
     .expect("send");
     let mut seen = 0;
@@ -195,7 +182,7 @@ fn cancel_stops_a_long_generation_at_once() {
     w.send(&ToWorker::Generate {
         request_id: 8,
         messages: vec![user("Hi")],
-        sampling: greedy(4),
+        sampling: Sampling::greedy(4),
     })
     .expect("send");
     collect(&mut w, 8);
@@ -230,7 +217,7 @@ fn a_missing_model_fails_once_with_what_to_do_and_the_worker_stays_up() {
     w.send(&ToWorker::Generate {
         request_id: 1,
         messages: vec![user("hi")],
-        sampling: greedy(4),
+        sampling: Sampling::greedy(4),
     })
     .expect("send");
     let why = w
@@ -257,7 +244,7 @@ fn a_killed_worker_is_replaced_by_one_that_restores_the_conversation_snapshot() 
     a.send(&ToWorker::Generate {
         request_id: 1,
         messages: conversation.clone(),
-        sampling: greedy(16),
+        sampling: Sampling::greedy(16),
     })
     .expect("send");
     let (chunks, stats) = collect(&mut a, 1);

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     prompt::{self, Fitted},
     stream::{Coalescer, Matched, StopMatcher, Utf8Stream},
-    LlmError,
+    to_u32, LlmError,
 };
 
 /// The llama.cpp backend, initialised once per process (llama.cpp allows no second init).
@@ -767,10 +767,6 @@ fn sampler(s: &Sampling) -> LlamaSampler {
         chain.push(LlamaSampler::dist(s.seed));
     }
     LlamaSampler::chain_simple(chain)
-}
-
-fn to_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn ms(d: Duration) -> f32 {

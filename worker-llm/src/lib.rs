@@ -65,6 +65,11 @@ pub enum LlmError {
     Backend(String),
 }
 
+/// Counts and durations on the wire are `u32`; anything larger says "at least this much".
+pub(crate) fn to_u32<T: TryInto<u32>>(n: T) -> u32 {
+    n.try_into().unwrap_or(u32::MAX)
+}
+
 impl LlmError {
     /// Whether restarting the worker cannot help (the supervisor should not retry).
     pub fn is_permanent(&self) -> bool {

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::{
     cpu::CpuFacts,
     engine::{Listener, Model, Restore, Session, Threads},
-    LlmError,
+    to_u32, LlmError,
 };
 
 /// Arguments of `mate worker llm`.
@@ -198,13 +198,13 @@ fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result
         };
         if options.warmup {
             match session.warmup() {
-                Ok(d) => report.warmup_ms = u32::try_from(d.as_millis()).unwrap_or(u32::MAX),
+                Ok(d) => report.warmup_ms = to_u32(d.as_millis()),
                 Err(e) => warn!(error = %e, "warm-up failed"),
             }
         }
         if let Some(dir) = &options.snapshot_dir {
             match session.restore_snapshot(Path::new(dir)) {
-                Restore::Restored(n) => report.restored_tokens = u32::try_from(n).unwrap_or(0),
+                Restore::Restored(n) => report.restored_tokens = to_u32(n),
                 Restore::Skipped(why) => tx.send(&FromWorker::Notice {
                     level: Level::Warn,
                     message: format!("conversation snapshot not used: {why}"),
@@ -217,8 +217,8 @@ fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result
             v.phase = LlmPhase::Ready;
             v.model_bytes = model.size_bytes();
             v.kv_bytes = session.state_bytes();
-            v.n_ctx = u32::try_from(session.n_ctx()).unwrap_or(u32::MAX);
-            v.ctx_used = u32::try_from(session.cached().len()).unwrap_or(u32::MAX);
+            v.n_ctx = to_u32(session.n_ctx());
+            v.ctx_used = to_u32(session.cached().len());
         });
         tx.send(&FromWorker::Loaded(report))?;
 
@@ -263,29 +263,32 @@ pub const EXIT_LOAD_FAILED: i32 = 3;
 type Loaded = (Model, Profile, Threads, LoadReport);
 
 fn load(path: &Path, mut profile: Profile, tx: &LinkSender) -> Result<Loaded, LlmError> {
-    let facts = CpuFacts::sample(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
-    let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
-    if profile.mlock && !facts.mlock_is_safe(file_bytes) {
-        profile.mlock = false;
-        let _ = tx.send(&FromWorker::Notice {
-            level: Level::Warn,
-            message: format!(
-                "mlock left off: {} MiB of RAM is not comfortably more than the {} MiB model",
-                facts.total_memory >> 20,
-                file_bytes >> 20
-            ),
-        });
-    }
-    let threads = if profile.n_threads > 0 {
-        Threads {
-            generation: profile.n_threads,
-            batch: profile.n_threads,
+    // Sampling the CPU takes 200 ms of start-up: only when the profile leaves a choice to it.
+    let facts = (profile.mlock || profile.n_threads == 0)
+        .then(|| CpuFacts::sample(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL));
+    if let Some(facts) = facts.as_ref().filter(|_| profile.mlock) {
+        let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+        if !facts.mlock_is_safe(file_bytes) {
+            profile.mlock = false;
+            let _ = tx.send(&FromWorker::Notice {
+                level: Level::Warn,
+                message: format!(
+                    "mlock left off: {} MiB of RAM is not comfortably more than the {} MiB model",
+                    facts.total_memory >> 20,
+                    file_bytes >> 20
+                ),
+            });
         }
-    } else {
-        Threads {
+    }
+    let threads = match &facts {
+        Some(facts) if profile.n_threads == 0 => Threads {
             generation: facts.generation_threads(),
             batch: facts.batch_threads(),
-        }
+        },
+        _ => Threads {
+            generation: profile.n_threads.max(1),
+            batch: profile.n_threads.max(1),
+        },
     };
     let start = Instant::now();
     let model = Model::load(path, &profile)?;
@@ -293,7 +296,7 @@ fn load(path: &Path, mut profile: Profile, tx: &LinkSender) -> Result<Loaded, Ll
         profile: profile.name.clone(),
         n_layers: model.n_layers(),
         model_bytes: model.size_bytes(),
-        load_ms: u32::try_from(start.elapsed().as_millis()).unwrap_or(u32::MAX),
+        load_ms: to_u32(start.elapsed().as_millis()),
         warmup_ms: 0,
         n_threads: threads.generation,
         model_template: model.has_template(),
@@ -354,7 +357,7 @@ impl Listener for Relay<'_> {
     fn progress(&mut self, phase: LlmPhase, ctx_used: usize) {
         self.shared.update(|v| {
             v.phase = phase;
-            v.ctx_used = u32::try_from(ctx_used).unwrap_or(u32::MAX);
+            v.ctx_used = to_u32(ctx_used);
         });
     }
 
@@ -366,11 +369,16 @@ impl Listener for Relay<'_> {
     }
 
     fn trimmed(&mut self, dropped: usize, prompt_tokens: usize) {
-        let n_ctx = self.shared.snapshot().n_ctx;
+        let n_ctx = self
+            .shared
+            .vitals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .n_ctx;
         self.send(FromWorker::ContextTrimmed {
             request_id: self.request_id,
-            dropped_messages: u32::try_from(dropped).unwrap_or(u32::MAX),
-            prompt_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
+            dropped_messages: to_u32(dropped),
+            prompt_tokens: to_u32(prompt_tokens),
             n_ctx,
         });
     }
@@ -385,38 +393,28 @@ fn generate(
     tx: &LinkSender,
     shared: &Shared,
 ) -> Result<(), Error> {
-    let mut relay = Relay {
-        request_id,
+    let request = Request {
+        id: request_id,
+        options,
         tx,
         shared,
-        broken: None,
     };
-    shared.set_phase(LlmPhase::Ingesting);
-    let result = session.generate(
-        messages,
-        sampling,
-        &options.fallback_template,
-        options.coalesce,
-        &mut relay,
-    );
-    if let Some(e) = relay.broken {
-        return Err(e);
-    }
-    shared.update(|v| {
-        v.phase = LlmPhase::Ready;
-        v.ctx_used = u32::try_from(session.cached().len()).unwrap_or(u32::MAX);
-    });
-    match result {
-        Ok(stats) => {
+    request.run(
+        session,
+        |session, relay| {
+            session.generate(
+                messages,
+                sampling,
+                &options.fallback_template,
+                options.coalesce,
+                relay,
+            )
+        },
+        |stats| {
             shared.update(|v| v.last = Some(stats.clone()));
-            tx.send(&FromWorker::Done { request_id, stats })?;
-            save_snapshot(session, options, tx)
-        }
-        Err(e) => tx.send(&FromWorker::Failed {
-            request_id,
-            reason: e.to_string(),
-        }),
-    }
+            FromWorker::Done { request_id, stats }
+        },
+    )
 }
 
 fn ingest(
@@ -427,32 +425,66 @@ fn ingest(
     tx: &LinkSender,
     shared: &Shared,
 ) -> Result<(), Error> {
-    let mut relay = Relay {
-        request_id,
+    let request = Request {
+        id: request_id,
+        options,
         tx,
         shared,
-        broken: None,
     };
-    shared.set_phase(LlmPhase::Ingesting);
-    let result = session.ingest_conversation(messages, &options.fallback_template, &mut relay);
-    if let Some(e) = relay.broken {
-        return Err(e);
-    }
-    shared.set_phase(LlmPhase::Ready);
-    match result {
-        Ok(r) => {
-            tx.send(&FromWorker::Ingested {
-                request_id,
-                prompt_tokens: u32::try_from(r.prompt_tokens).unwrap_or(u32::MAX),
-                cached_tokens: u32::try_from(r.cached_tokens).unwrap_or(u32::MAX),
-                elapsed_ms: u32::try_from(r.elapsed.as_millis()).unwrap_or(u32::MAX),
-            })?;
-            save_snapshot(session, options, tx)
-        }
-        Err(e) => tx.send(&FromWorker::Failed {
+    request.run(
+        session,
+        |session, relay| session.ingest_conversation(messages, &options.fallback_template, relay),
+        |r| FromWorker::Ingested {
             request_id,
-            reason: e.to_string(),
-        }),
+            prompt_tokens: to_u32(r.prompt_tokens),
+            cached_tokens: to_u32(r.cached_tokens),
+            elapsed_ms: to_u32(r.elapsed.as_millis()),
+        },
+    )
+}
+
+/// What every request shares: its id, where its messages go, and the snapshot after it.
+struct Request<'a> {
+    id: u64,
+    options: &'a LlmOptions,
+    tx: &'a LinkSender,
+    shared: &'a Shared,
+}
+
+impl Request<'_> {
+    /// Runs `work` with a relay streaming its events, then reports `done(result)` and saves
+    /// the snapshot, or reports the failure. A lost supervisor ends the worker.
+    fn run<T>(
+        &self,
+        session: &mut Session<'_>,
+        work: impl FnOnce(&mut Session<'_>, &mut Relay<'_>) -> Result<T, LlmError>,
+        done: impl FnOnce(T) -> FromWorker,
+    ) -> Result<(), Error> {
+        let mut relay = Relay {
+            request_id: self.id,
+            tx: self.tx,
+            shared: self.shared,
+            broken: None,
+        };
+        self.shared.set_phase(LlmPhase::Ingesting);
+        let result = work(session, &mut relay);
+        if let Some(e) = relay.broken {
+            return Err(e);
+        }
+        self.shared.update(|v| {
+            v.phase = LlmPhase::Ready;
+            v.ctx_used = to_u32(session.cached().len());
+        });
+        match result {
+            Ok(out) => {
+                self.tx.send(&done(out))?;
+                save_snapshot(session, self.options, self.tx)
+            }
+            Err(e) => self.tx.send(&FromWorker::Failed {
+                request_id: self.id,
+                reason: e.to_string(),
+            }),
+        }
     }
 }
 
