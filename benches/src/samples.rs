@@ -5,9 +5,9 @@
 //! heartbeats and acknowledgements are a handful of bytes and are sent far more often.
 
 use mate_protocol::{
-    AuthToken, AvatarCommand, BridgeStatus, ChatMessage, ChatRole, Event, ExitStatus, FromWorker,
-    GenerationStats, Hello, KvType, Level, LlmOptions, LlmPhase, LlmVitals, Profile, Reply,
-    Request, Role, Sampling, StatusReport, StopReason, ToWorker, WorkerKind, WorkerReport,
+    AuthToken, AvatarCommand, BridgeStatus, ChatMessage, ChatRole, Event, EventKind, ExitStatus,
+    FromWorker, GenerationStats, Hello, KvType, Level, LlmOptions, LlmPhase, LlmVitals, Profile,
+    Reply, Request, Role, Sampling, StatusReport, StopReason, ToWorker, WorkerKind, WorkerReport,
     WorkerState, WorkerVitals,
 };
 
@@ -234,6 +234,10 @@ pub fn reply() -> Vec<(&'static str, Reply)> {
                 at_ms: 1_760_000_000_000,
                 level: Level::Warn,
                 worker: Some(WorkerKind::Llm),
+                kind: EventKind::Exited {
+                    status: ExitStatus::Signal(9),
+                    expected: false,
+                },
                 message: "llm worker exited with signal 9; restarting in 1 s".to_owned(),
             }),
         ),

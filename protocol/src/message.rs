@@ -396,6 +396,10 @@ impl Default for Coalesce {
     }
 }
 
+/// Exit code of an LLM worker that could not create its context with the profile it was
+/// given (out of memory): the supervisor restarts it on the next lower profile.
+pub const EXIT_LOAD_FAILED: i32 = 3;
+
 /// Supervisor → worker.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -416,6 +420,8 @@ pub enum ToWorker {
         options: LlmOptions,
     },
     /// LLM: generate a reply to `messages` (the whole conversation the worker should see).
+    /// When the last message is the assistant's, the reply *continues* it: the supervisor
+    /// resumes a reply cut short by a crash this way, and the chunks carry only the new text.
     Generate {
         request_id: u64,
         messages: Vec<ChatMessage>,
@@ -534,7 +540,8 @@ pub enum Request {
         text: String,
     },
     Cancel,
-    /// Stream events; with `follow`, keep streaming until the client leaves.
+    /// The recent events as [`Reply::Event`]s, then [`Reply::Ok`]; with `follow`, no end:
+    /// every new event follows until the client leaves.
     Events {
         follow: bool,
     },
@@ -608,7 +615,8 @@ pub struct StatusReport {
     pub tokens: u64,
 }
 
-/// Something that happened, for `mate ctl events` and the dashboard's log.
+/// Something that happened, for `mate ctl events`, the journal file and the dashboard's log:
+/// `kind` for scripts, `message` for people.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -616,5 +624,83 @@ pub struct Event {
     pub at_ms: u64,
     pub level: Level,
     pub worker: Option<WorkerKind>,
+    pub kind: EventKind,
     pub message: String,
+}
+
+/// Every state change the supervisor records.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The supervisor took the state dir.
+    SupervisorStarted {
+        pid: u32,
+    },
+    /// The transcript on disk was read back (after a restart or a crash).
+    SessionRestored {
+        turns: u64,
+    },
+    Spawned {
+        pid: u32,
+    },
+    /// The worker said hello and takes requests.
+    Ready,
+    /// LLM: the model is loaded.
+    Loaded {
+        profile: String,
+        load_ms: u32,
+        restored_tokens: u32,
+    },
+    /// The process ended; `expected` when the supervisor asked for it (stop, restart, shutdown).
+    Exited {
+        status: ExitStatus,
+        expected: bool,
+    },
+    /// No heartbeat answer, or no progress while generating: the worker is killed.
+    HangDetected {
+        silent_ms: u64,
+    },
+    /// A new process starts after `delay_ms` (exponential backoff).
+    Restarting {
+        delay_ms: u64,
+        attempt: u32,
+    },
+    /// Too many restarts too fast: the next one runs on a lower profile.
+    Escalated {
+        from: String,
+        to: String,
+    },
+    /// Given up: no more restarts until `mate ctl start`.
+    Failed {
+        reason: String,
+    },
+    ProfileChanged {
+        from: String,
+        to: String,
+    },
+    VramAlert {
+        used_percent: f32,
+    },
+    ClientAttached {
+        role: Role,
+        pid: u32,
+    },
+    /// A connection was refused or dropped (bad token, garbage, flood).
+    ClientRejected {
+        reason: String,
+    },
+    /// A reply cut short by a worker crash goes on in a new worker.
+    ReplyResumed {
+        streamed_chars: u32,
+    },
+    /// A turn ended without a complete reply.
+    TurnFailed {
+        reason: String,
+    },
+    /// A worker's notice (warnings from loading and the like).
+    Notice,
+    Stopping {
+        reason: String,
+    },
+    Stopped,
 }

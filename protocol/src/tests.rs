@@ -313,7 +313,11 @@ fn reply_samples() -> Vec<Reply> {
             at_ms: 1_700_000_000_000,
             level: Level::Info,
             worker: Some(WorkerKind::Llm),
-            message: "restarted".into(),
+            kind: EventKind::Restarting {
+                delay_ms: 200,
+                attempt: 2,
+            },
+            message: "restarting in 200 ms".into(),
         }),
     ]
 }

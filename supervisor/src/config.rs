@@ -3,8 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use mate_protocol::{ChatTemplate, Coalesce, LlmOptions};
+use std::time::Duration;
+
+use mate_protocol::{ChatTemplate, Coalesce, LlmOptions, Sampling};
 use serde::Deserialize;
+
+use crate::policy::{Backoff, Policy};
 
 /// The commented sample, also printed by `mate config sample`.
 pub const SAMPLE: &str = include_str!("../../config/mate.sample.toml");
@@ -19,7 +23,47 @@ pub struct FileConfig {
     pub log: Option<String>,
     #[serde(default)]
     pub llm: LlmConfig,
+    #[serde(default)]
+    pub supervisor: SupervisorConfig,
+    #[serde(default)]
+    pub chat: ChatConfig,
 }
+
+/// The `[supervisor]` table: how workers are watched and restarted.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    pub heartbeat_ms: Option<u64>,
+    pub missed_heartbeats: Option<u32>,
+    pub stall_s: Option<u64>,
+    pub start_deadline_s: Option<u64>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub backoff_initial_ms: Option<u64>,
+    pub backoff_factor: Option<f64>,
+    pub backoff_max_ms: Option<u64>,
+    pub backoff_reset_s: Option<u64>,
+    pub restart_intensity: Option<u32>,
+    pub restart_period_s: Option<u64>,
+}
+
+/// The `[chat]` table: what every turn is generated with.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    /// The system prompt; empty for none.
+    pub system: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_k: Option<u32>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub seed: Option<u32>,
+}
+
+/// The system prompt when the config names none.
+pub const DEFAULT_SYSTEM_PROMPT: &str =
+    "You are Mate, a cheerful desktop companion. You answer briefly and kindly.";
 
 /// The `[llm]` table.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
@@ -75,6 +119,16 @@ pub struct Settings {
     pub threads: u32,
     /// How the LLM worker runs (snapshot dir already placed in the state dir).
     pub llm: LlmOptions,
+    pub policy: Policy,
+    pub chat: ChatSettings,
+}
+
+/// What every turn is generated with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatSettings {
+    /// Empty: no system message.
+    pub system: String,
+    pub sampling: Sampling,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +217,8 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
     Ok(Settings {
         threads: llm.threads.unwrap_or(0),
         llm: options,
+        policy: policy(&file.supervisor),
+        chat: chat(file.chat),
         state_dir,
         model: overrides
             .model
@@ -179,6 +235,44 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
             .or(file.log)
             .unwrap_or_else(|| "info".into()),
     })
+}
+
+fn policy(c: &SupervisorConfig) -> Policy {
+    let d = Policy::default();
+    let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+    let s = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+    Policy {
+        heartbeat: ms(c.heartbeat_ms, d.heartbeat).max(Duration::from_millis(10)),
+        missed_heartbeats: c.missed_heartbeats.unwrap_or(d.missed_heartbeats).max(1),
+        stall: s(c.stall_s, d.stall),
+        start_deadline: s(c.start_deadline_s, d.start_deadline),
+        grace: ms(c.shutdown_grace_ms, d.grace),
+        backoff: Backoff {
+            initial: ms(c.backoff_initial_ms, d.backoff.initial),
+            factor: c.backoff_factor.unwrap_or(d.backoff.factor),
+            max: ms(c.backoff_max_ms, d.backoff.max),
+            reset_after: s(c.backoff_reset_s, d.backoff.reset_after),
+        },
+        intensity: c.restart_intensity.unwrap_or(d.intensity),
+        period: s(c.restart_period_s, d.period),
+    }
+}
+
+fn chat(c: ChatConfig) -> ChatSettings {
+    let d = Sampling::default();
+    ChatSettings {
+        system: c.system.unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.into()),
+        sampling: Sampling {
+            temperature: c.temperature.unwrap_or(d.temperature),
+            top_k: c.top_k.unwrap_or(d.top_k),
+            top_p: c.top_p.unwrap_or(d.top_p),
+            min_p: c.min_p.unwrap_or(d.min_p),
+            repeat_penalty: c.repeat_penalty.unwrap_or(d.repeat_penalty),
+            seed: c.seed.unwrap_or(d.seed),
+            max_tokens: c.max_tokens.unwrap_or(d.max_tokens).max(1),
+            stop: d.stop,
+        },
+    }
 }
 
 /// `~/x` in the config file means the home directory, as users expect.
@@ -249,6 +343,27 @@ mod tests {
         let s = resolve(&Overrides::default(), FileConfig::default()).expect("resolve");
         assert!(s.llm.snapshot_dir.is_some_and(|d| d.ends_with("session")));
         assert!(s.llm.warmup);
+    }
+
+    #[test]
+    fn the_supervisor_and_chat_tables_set_policy_and_sampling() {
+        let file = parse(
+            "[supervisor]\nheartbeat_ms = 100\nrestart_intensity = 2\nbackoff_initial_ms = 10\n\
+             [chat]\nsystem = \"\"\nmax_tokens = 32\ntemperature = 0.0\n",
+            Path::new("c.toml"),
+        )
+        .expect("parse");
+        let s = resolve(&Overrides::default(), file).expect("resolve");
+        assert_eq!(s.policy.heartbeat, Duration::from_millis(100));
+        assert_eq!(s.policy.intensity, 2);
+        assert_eq!(s.policy.backoff.initial, Duration::from_millis(10));
+        assert_eq!(s.policy.grace, Policy::default().grace);
+        assert_eq!(s.chat.system, "");
+        assert_eq!(s.chat.sampling.max_tokens, 32);
+        assert_eq!(s.chat.sampling.temperature, 0.0);
+        let s = resolve(&Overrides::default(), FileConfig::default()).expect("resolve");
+        assert_eq!(s.policy, Policy::default());
+        assert_eq!(s.chat.system, DEFAULT_SYSTEM_PROMPT);
     }
 
     #[test]

@@ -12,13 +12,16 @@ use mate::{
     model::{self, ModelError, Progress, DEFAULT_MODEL},
     supervisor,
 };
-use mate_protocol::{Reply, Request, StatusReport, WorkerKind};
+use mate_protocol::{Fault, Reply, Request, StatusReport, WorkerKind};
 
 /// Documented exit codes (README, "Exit codes").
 mod exit {
     pub const ERROR: u8 = 1;
     pub const NO_SUPERVISOR: u8 = 3;
     pub const MODEL: u8 = 4;
+    pub const ALREADY_RUNNING: u8 = 5;
+    /// A chat reply cancelled with Ctrl-C (128 + SIGINT, as shells report it).
+    pub const CANCELLED: u8 = 130;
 }
 
 #[derive(Debug, Parser)]
@@ -89,13 +92,49 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum CtlCommand {
-    /// Workers, their state, pid, uptime and last exit
+    /// Workers (state, pid, uptime, restarts, profile, last exit or error) and the session
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a fresh process of a worker (the running one gets a grace period to exit)
+    Restart {
+        worker: WorkerKind,
+        /// Load the LLM with this profile from now on
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+    },
+    /// Stop a worker; it stays stopped until `mate ctl start`
+    Stop { worker: WorkerKind },
+    /// Start a stopped or failed worker
+    Start { worker: WorkerKind },
+    /// Switch the LLM to another profile (performance, balanced, low_memory, cpu) and reload it
+    Profile { name: String },
+    /// Say something; the reply streams to stdout. Ctrl-C cancels the reply.
+    Chat {
+        /// The message [default: read from stdin]
+        text: Vec<String>,
+        /// One JSON object per line: {"Chunk":…}, {"Event":…}, then {"ChatDone":…}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the reply being generated
+    Cancel,
+    /// What happened: spawns, exits, restarts, escalations, profile changes, clients
+    Events {
+        /// Keep printing new events until interrupted
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line (the journal's format)
         #[arg(long)]
         json: bool,
     },
     /// Stop the supervisor and its workers
     Shutdown,
+    /// Fault injection: the worker aborts itself, as a crash would
+    Crash { worker: WorkerKind },
+    /// Fault injection: the worker stops answering (heartbeats included) but stays alive
+    Hang { worker: WorkerKind },
 }
 
 #[cfg(feature = "llm")]
@@ -161,6 +200,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let error = e.into();
         let code = if error.downcast_ref::<ModelError>().is_some() {
             exit::MODEL
+        } else if error.downcast_ref::<supervisor::AlreadyRunning>().is_some() {
+            exit::ALREADY_RUNNING
         } else if matches!(
             error.downcast_ref::<CtlError>(),
             Some(CtlError::NotRunning { .. })
@@ -218,6 +259,14 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
 }
 
 fn up(settings: Settings) -> Result<(), Failure> {
+    // Refuse before fetching or hashing a model; the state-dir lock decides for sure.
+    if mate_protocol::Endpoint::for_state_dir(&settings.state_dir).is_live() {
+        return Err(supervisor::AlreadyRunning {
+            state_dir: settings.state_dir.clone(),
+            pid: None,
+        }
+        .into());
+    }
     let model = resolve_model(&settings)?;
     let log = logging::init(&settings.state_dir, "supervisor", &settings.log)?;
     let opts = supervisor::Options {
@@ -314,46 +363,218 @@ fn run_model(settings: &Settings, command: ModelCommand) -> Result<(), Failure> 
 }
 
 fn run_ctl(settings: &Settings, command: CtlCommand) -> Result<(), Failure> {
-    let request = match &command {
-        CtlCommand::Status { .. } => Request::Status,
-        CtlCommand::Shutdown => Request::Shutdown,
-    };
-    match ctl::call(&settings.state_dir, &request)? {
-        Reply::Status(report) => {
-            if matches!(command, CtlCommand::Status { json: true }) {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_status(&report);
+    let dir = &settings.state_dir;
+    let request = match command {
+        CtlCommand::Status { json } => {
+            return match ctl::call(dir, &Request::Status)? {
+                Reply::Status(report) if json => {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    Ok(())
+                }
+                Reply::Status(report) => {
+                    print_status(&report);
+                    Ok(())
+                }
+                other => unexpected(other),
             }
-            Ok(())
         }
+        CtlCommand::Chat { text, json } => return chat(dir, text, json),
+        CtlCommand::Events { follow, json } => return events(dir, follow, json),
+        CtlCommand::Restart { worker, profile } => Request::Restart { worker, profile },
+        CtlCommand::Stop { worker } => Request::Stop { worker },
+        CtlCommand::Start { worker } => Request::Start { worker },
+        CtlCommand::Profile { name } => Request::SetProfile { name },
+        CtlCommand::Cancel => Request::Cancel,
+        CtlCommand::Shutdown => Request::Shutdown,
+        CtlCommand::Crash { worker } => Request::Inject {
+            worker,
+            fault: Fault::Crash,
+        },
+        CtlCommand::Hang { worker } => Request::Inject {
+            worker,
+            fault: Fault::Hang,
+        },
+    };
+    match ctl::call(dir, &request)? {
         Reply::Ok => Ok(()),
-        Reply::Error { message } => Err(anyhow::anyhow!(message).into()),
-        other => Err(anyhow::anyhow!("unexpected reply {other:?}").into()),
+        other => unexpected(other),
     }
+}
+
+/// A reply that is not the one a command waits for: an error, or a protocol slip.
+fn unexpected(reply: Reply) -> Result<(), Failure> {
+    match reply {
+        Reply::Error { message } => Err(anyhow::anyhow!(message).into()),
+        other => Err(anyhow::anyhow!("unexpected reply from the supervisor: {other:?}").into()),
+    }
+}
+
+/// `mate ctl chat`: streams the reply; the first Ctrl-C cancels it (the part already
+/// written stays), a second one leaves at once.
+fn chat(dir: &std::path::Path, text: Vec<String>, json: bool) -> Result<(), Failure> {
+    use std::{
+        io::{Read as _, Write as _},
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        },
+    };
+    let text = if text.is_empty() {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("reading the message from stdin")?;
+        buf.trim_end().to_string()
+    } else {
+        text.join(" ")
+    };
+    let cancelled = Arc::new(AtomicBool::new(false));
+    {
+        let (cancelled, dir) = (cancelled.clone(), dir.to_path_buf());
+        let handler = move || {
+            if cancelled.swap(true, Ordering::SeqCst) {
+                std::process::exit(exit::CANCELLED.into());
+            }
+            if let Err(e) = ctl::call(&dir, &Request::Cancel) {
+                eprintln!("mate: cannot cancel: {e}");
+            }
+        };
+        if let Err(e) = ctrlc::set_handler(handler) {
+            eprintln!("mate: Ctrl-C will not cancel the reply: {e}");
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut outcome: Result<(), Failure> = Err(anyhow::anyhow!(
+        "the supervisor closed the connection before the reply was complete"
+    )
+    .into());
+    let mut at_line_start = true;
+    ctl::request(dir, &Request::Chat { text }, |reply| {
+        if json {
+            if let Ok(line) = serde_json::to_string(&reply) {
+                let _ = writeln!(stdout, "{line}");
+                let _ = stdout.flush();
+            }
+        }
+        match reply {
+            Reply::Chunk { text } => {
+                if !json {
+                    let _ = write!(stdout, "{text}");
+                    let _ = stdout.flush();
+                    at_line_start = text.ends_with('\n');
+                }
+                true
+            }
+            Reply::Event(event) => {
+                if !json {
+                    let newline = if at_line_start { "" } else { "\n" };
+                    eprintln!("{newline}mate: [{}]", event.message);
+                    at_line_start = true;
+                }
+                true
+            }
+            Reply::ChatDone { stats } => {
+                if !json && !at_line_start {
+                    let _ = writeln!(stdout);
+                }
+                outcome = if stats.stop == mate_protocol::StopReason::Cancelled
+                    && cancelled.load(Ordering::SeqCst)
+                {
+                    Err(Failure {
+                        code: exit::CANCELLED,
+                        error: anyhow::anyhow!("reply cancelled"),
+                    })
+                } else {
+                    Ok(())
+                };
+                false
+            }
+            Reply::Error { message } => {
+                outcome = Err(anyhow::anyhow!(message).into());
+                false
+            }
+            _ => true,
+        }
+    })?;
+    outcome
+}
+
+/// `mate ctl events`: the recent events, then (with `--follow`) every new one.
+fn events(dir: &std::path::Path, follow: bool, json: bool) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let mut outcome = Ok(());
+    ctl::request(dir, &Request::Events { follow }, |reply| match reply {
+        Reply::Event(event) => {
+            let line = if json {
+                serde_json::to_string(&event).unwrap_or_default()
+            } else {
+                format!(
+                    "{} {:<5} {:<6} {}",
+                    format_utc(event.at_ms),
+                    format!("{:?}", event.level).to_uppercase(),
+                    event.worker.map_or("-", WorkerKind::as_str),
+                    event.message
+                )
+            };
+            // A closed pipe (`| head`) ends the command quietly.
+            writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .is_ok()
+        }
+        Reply::Ok => false,
+        other => {
+            outcome = unexpected(other);
+            false
+        }
+    })?;
+    outcome
+}
+
+/// `2026-11-22 10:04:05.123Z` from milliseconds since the Unix epoch.
+fn format_utc(at_ms: u64) -> String {
+    let secs = at_ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        at_ms % 1000
+    )
 }
 
 fn print_status(report: &StatusReport) {
     println!(
-        "supervisor pid {}  up {}s  turns {}  tokens {}",
+        "supervisor pid {}  up {}s  session: {} turns, {} tokens",
         report.supervisor_pid,
         report.uptime_ms / 1000,
         report.turns,
         report.tokens
     );
     println!(
-        "{:<8} {:<9} {:>8} {:>8} {:>8}  {:<10} LAST EXIT / ERROR",
+        "{:<8} {:<9} {:>8} {:>8} {:>8}  {:<11} LAST EXIT / ERROR",
         "WORKER", "STATE", "PID", "UPTIME", "RESTARTS", "PROFILE"
     );
     for w in &report.workers {
         let pid = w.pid.map_or("-".into(), |p| p.to_string());
         let last = match (&w.last_exit, &w.last_error) {
             (_, Some(err)) => err.clone(),
-            (Some(exit), None) => format!("{exit:?}"),
+            (Some(exit), None) => supervisor::describe_exit(*exit),
             (None, None) => "-".into(),
         };
         println!(
-            "{:<8} {:<9} {:>8} {:>7}s {:>8}  {:<10} {last}",
+            "{:<8} {:<9} {:>8} {:>7}s {:>8}  {:<11} {last}",
             w.kind.as_str(),
             format!("{:?}", w.state).to_lowercase(),
             pid,
@@ -543,4 +764,16 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_times_print_as_utc() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00.000Z");
+        assert_eq!(format_utc(1_700_000_000_123), "2023-11-14 22:13:20.123Z");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00.000Z");
+    }
 }

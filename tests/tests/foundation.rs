@@ -88,9 +88,10 @@ fn a_second_supervisor_on_the_same_state_dir_is_refused() {
     let _sup = state.start_supervisor();
     let model = state.fake_model();
     let out = state.run(&["--model", model.to_str().expect("utf-8"), "up"], LIMIT);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(5));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already listening"), "{err}");
+    assert!(err.contains("another mate supervisor"), "{err}");
+    assert!(err.contains("mate ctl shutdown"), "{err}");
     // The first one is untouched.
     assert!(state.status().is_some());
 }

@@ -1,11 +1,14 @@
 //! The LLM engine on the tiny random-weight GGUF: real llama.cpp, real decoding, in
 //! milliseconds. What a user relies on: long prompts are decoded in n_batch chunks, long
 //! conversations are trimmed instead of crashing, cancel stops within a token, text never
-//! splits a character, and a restored snapshot continues exactly as if nothing happened.
+//! splits a character, a restored snapshot continues exactly as if nothing happened, and a
+//! reply cut short by a crash goes on where it stopped.
 
 use std::path::Path;
 
-use mate_protocol::{ChatMessage, ChatRole, ChatTemplate, Coalesce, KvType, Profile, Sampling};
+use mate_protocol::{
+    ChatMessage, ChatRole, ChatTemplate, Coalesce, GenerationStats, KvType, Profile, Sampling,
+};
 use mate_tests::tiny_model;
 use mate_worker_llm::{
     engine::{Listener, Model, Restore, Session, Threads},
@@ -381,4 +384,196 @@ fn quantized_kv_without_flash_attention_is_refused_with_the_fix() {
     p.kv_type = KvType::Q8_0;
     let err = model.session(&p, THREADS).expect_err("refused");
     assert!(err.to_string().contains("flash_attention = true"), "{err}");
+}
+
+/// A greedy reply with `template`, and its stats.
+fn reply_with(
+    session: &mut Session<'_>,
+    messages: &[ChatMessage],
+    max_tokens: u32,
+    template: &ChatTemplate,
+) -> (Record, GenerationStats) {
+    let mut rec = Record::default();
+    let stats = session
+        .generate(
+            messages,
+            &Sampling::greedy(max_tokens),
+            template,
+            Coalesce::OFF,
+            &mut rec,
+        )
+        .expect("generate");
+    (rec, stats)
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).expect("a small count")
+}
+
+fn continuing(messages: &[ChatMessage], partial: &str) -> Vec<ChatMessage> {
+    let mut m = messages.to_vec();
+    m.push(msg(ChatRole::Assistant, partial));
+    m
+}
+
+#[test]
+fn a_reply_cut_short_continues_exactly_where_it_stopped() {
+    let model = load();
+    let p = profile(512, 64);
+    // The default template writes "Mate: {text}" for a past reply but prompts with "Mate:", a
+    // space the model may not have generated; this one renders a reply as it was generated.
+    let template = ChatTemplate {
+        assistant: "Mate:{text}\n".into(),
+        ..ChatTemplate::default()
+    };
+    let messages = conversation(1);
+    let n = 24;
+    let mut whole = model.session(&p, THREADS).expect("session");
+    let (full, _) = reply_with(&mut whole, &messages, n, &template);
+    let uninterrupted = whole.cached().to_vec();
+    assert!(full.generated > 8, "{:?}", full.text);
+
+    let mut session = model.session(&p, THREADS).expect("session");
+    let mut exact = 0;
+    for k in 1..n {
+        // The worker streamed k tokens, then died.
+        session.reset();
+        let (head, _) = reply_with(&mut session, &messages, k, &template);
+        let head = head.text;
+        assert!(
+            full.text.starts_with(head.trim_end_matches('\u{FFFD}')),
+            "after {k} tokens: {head:?} is not how {:?} starts (the last token streamed twice?)",
+            full.text
+        );
+        let cont = continuing(&messages, &head);
+        let (prompt, _) = model.render(&cont, &template).expect("render");
+        assert!(prompt.ends_with(&format!("\nMate:{head}")), "{prompt:?}");
+        let prompt = model.tokenize(&prompt, false);
+        // The next worker continues, here with the head still in its cache.
+        let (rest, stats) = reply_with(&mut session, &cont, n - k, &template);
+        // The byte-fallback vocab has two spellings of most characters (a piece and its byte),
+        // so the streamed text gives the model the same context only where it tokenizes back
+        // to the very tokens generated. There, the continuation must be the same reply.
+        if uninterrupted.get(..prompt.len()) == Some(&prompt[..]) {
+            exact += 1;
+            assert_eq!(
+                format!("{head}{}", rest.text),
+                full.text,
+                "continued after {k} tokens"
+            );
+            assert_eq!(stats.cached_tokens as usize, prompt.len() - 1, "{stats:?}");
+        }
+    }
+    assert!(
+        exact > 0,
+        "no cut point tokenizes back to the generated tokens: this test checks nothing"
+    );
+}
+
+#[test]
+fn a_continuation_that_starts_with_whitespace_keeps_it() {
+    let model = load();
+    let p = profile(512, 64);
+    let template = ChatTemplate {
+        assistant: "Mate:{text}\n".into(),
+        ..ChatTemplate::default()
+    };
+    let mut session = model.session(&p, THREADS).expect("session");
+    // The random weights seldom pick whitespace: look for replies that do, going on from
+    // every prefix of a sentence in a few conversations, and cut them just before it.
+    let sentence = "hello mate, is the a you? I is the mate!";
+    let mut checked = 0;
+    for turns in 0..3 {
+        let messages = conversation(turns);
+        for end in 1..=sentence.len() {
+            let base = continuing(&messages, &sentence[..end]);
+            let (prompt, _) = model.render(&base, &template).expect("render");
+            let start = model.tokenize(&prompt, false).len();
+            let (full, _) = reply_with(&mut session, &base, 16, &template);
+            let uninterrupted = session.cached().to_vec();
+            for cut in start..uninterrupted.len() {
+                let piece = model.piece(uninterrupted[cut]);
+                if !String::from_utf8_lossy(&piece).starts_with(char::is_whitespace) {
+                    continue;
+                }
+                let head: Vec<u8> = uninterrupted[start..cut]
+                    .iter()
+                    .flat_map(|t| model.piece(*t))
+                    .collect();
+                let Ok(head) = String::from_utf8(head) else {
+                    continue;
+                };
+                let cont = continuing(&messages, &format!("{}{head}", &sentence[..end]));
+                let (prompt, _) = model.render(&cont, &template).expect("render");
+                let prompt = model.tokenize(&prompt, false);
+                if uninterrupted.get(..prompt.len()) != Some(&prompt[..]) {
+                    continue;
+                }
+                checked += 1;
+                let left = 16 - to_u32(cut - start);
+                let (rest, _) = reply_with(&mut session, &cont, left, &template);
+                assert!(
+                    rest.text.starts_with(char::is_whitespace),
+                    "{:?} lost its leading whitespace",
+                    rest.text
+                );
+                assert_eq!(format!("{head}{}", rest.text), full.text);
+            }
+        }
+    }
+    assert!(
+        checked > 0,
+        "no reply started a token with whitespace: this test checks nothing"
+    );
+}
+
+#[test]
+fn a_continuation_streams_exactly_the_text_it_generates() {
+    let model = load();
+    let p = profile(512, 64);
+    let mut session = model.session(&p, THREADS).expect("session");
+    let sentence = "hello mate, is the a you? I is the mate!";
+    for assistant in ["Mate: {text}\n", "Mate:{text}\n"] {
+        let template = ChatTemplate {
+            assistant: assistant.into(),
+            ..ChatTemplate::default()
+        };
+        let messages = conversation(1);
+        // A reply cut short at every character of the sentence.
+        for end in 1..=sentence.len() {
+            let head = &sentence[..end];
+            let cont = continuing(&messages, head);
+            let (prompt, _) = model.render(&cont, &template).expect("render");
+            let open = assistant.replace("{text}\n", head);
+            assert!(
+                prompt.ends_with(&format!("\nUser: hello?\n{open}")),
+                "{prompt:?}"
+            );
+            let prompt = model.tokenize(&prompt, false);
+            let (rest, _) = reply_with(&mut session, &cont, 6, &template);
+            // The new tokens follow the prompt in the cache (all but the last one sampled).
+            // What they say is what was streamed, from the first byte: nothing trimmed, since
+            // the reply goes on mid-text.
+            let generated: Vec<u8> = session.cached()[prompt.len()..]
+                .iter()
+                .flat_map(|t| model.piece(*t))
+                .collect();
+            let generated = String::from_utf8_lossy(&generated);
+            assert!(
+                rest.text
+                    .starts_with(generated.trim_end_matches('\u{FFFD}')),
+                "after {head:?}: streamed {:?}, generated {generated:?}",
+                rest.text
+            );
+        }
+    }
+
+    // An empty partial reply is an ordinary one, leading whitespace trimmed as always.
+    let messages = conversation(1);
+    let template = ChatTemplate::default();
+    session.reset();
+    let (fresh, _) = reply_with(&mut session, &messages, 8, &template);
+    session.reset();
+    let (empty, _) = reply_with(&mut session, &continuing(&messages, ""), 8, &template);
+    assert_eq!(empty.text, fresh.text);
 }

@@ -5,6 +5,13 @@
 //! conversation, and only the part after the longest common prefix with the cache is decoded,
 //! in chunks of at most `n_batch` tokens. So a follow-up turn costs its new tokens, a restored
 //! snapshot costs nothing, and a conversation re-sent after a restart costs one full decode.
+//!
+//! A conversation that ends with an assistant message is a reply cut short: when the worker is
+//! killed mid-reply, the supervisor restarts it and sends the conversation with the part of the
+//! reply already streamed as the last message. The prompt then leaves that reply open
+//! ([`prompt::render_open`]) and [`Session::generate`] streams only what comes after it, as it
+//! comes (no leading whitespace trimmed: the rest may start with " world"). An empty last
+//! assistant message asks for an ordinary reply.
 
 use std::{
     num::NonZeroU32,
@@ -32,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     prompt::{self, Fitted},
-    stream::{Coalescer, Matched, StopMatcher, Utf8Stream},
+    stream::{Coalescer, Matched, ReplyStart, StopMatcher, Utf8Stream},
     to_u32, LlmError,
 };
 
@@ -142,7 +149,9 @@ impl Model {
     }
 
     /// Renders a conversation for this model: its own template when it has one, else
-    /// `fallback`. Returns the text and whether it holds special tokens to parse.
+    /// `fallback`. Returns the text and whether it holds special tokens to parse. The text
+    /// ends with the generation prompt, or, when the conversation ends with an unfinished
+    /// assistant reply, with that reply's text ([`prompt::render_open`]).
     pub fn render(
         &self,
         messages: &[ChatMessage],
@@ -151,23 +160,24 @@ impl Model {
         let Some(template) = &self.template else {
             return Ok((prompt::render_fallback(fallback, messages), false));
         };
-        let chat = messages
-            .iter()
-            .map(|m| {
-                let role = match m.role {
-                    ChatRole::System => "system",
-                    ChatRole::User => "user",
-                    ChatRole::Assistant => "assistant",
-                };
-                // NUL cannot cross into C; it has no business in a chat message anyway.
-                LlamaChatMessage::new(role.into(), m.text.replace('\0', ""))
-                    .map_err(|e| LlmError::Template(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let text = self
-            .inner
-            .apply_chat_template(template, &chat, true)
-            .map_err(|e| LlmError::Template(e.to_string()))?;
+        let text = prompt::render_open(messages, |messages| {
+            let chat = messages
+                .iter()
+                .map(|m| {
+                    let role = match m.role {
+                        ChatRole::System => "system",
+                        ChatRole::User => "user",
+                        ChatRole::Assistant => "assistant",
+                    };
+                    // NUL cannot cross into C; it has no business in a chat message anyway.
+                    LlamaChatMessage::new(role.into(), m.text.replace('\0', ""))
+                        .map_err(|e| LlmError::Template(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.inner
+                .apply_chat_template(template, &chat, true)
+                .map_err(|e| LlmError::Template(e.to_string()))
+        })?;
         Ok((text, true))
     }
 
@@ -404,7 +414,8 @@ impl<'m> Session<'m> {
         self.on_disk = None;
     }
 
-    /// Brings the cache up to date with `messages` without generating.
+    /// Brings the cache up to date with `messages` without generating. A last assistant
+    /// message is left open, as [`Session::generate`] would continue it.
     pub fn ingest_conversation(
         &mut self,
         messages: &[ChatMessage],
@@ -423,6 +434,13 @@ impl<'m> Session<'m> {
     }
 
     /// Generates the reply to `messages`, streaming text through `listener`.
+    ///
+    /// When `messages` ends with a non-empty assistant message, that is the start of a reply
+    /// cut short (a worker killed mid-reply): the prompt ends with its text and the reply goes
+    /// on from there. Only the new text is streamed, exactly as generated, leading whitespace
+    /// included; the caller appends it to what it already has. `max_tokens` counts the new
+    /// tokens, and stop strings are looked for in the new text (the streamed part never ends
+    /// with the start of one: that much is held back until it is known not to be one).
     pub fn generate(
         &mut self,
         messages: &[ChatMessage],
@@ -464,7 +482,7 @@ impl<'m> Session<'m> {
         let mut utf8 = Utf8Stream::default();
         let mut coalescer = Coalescer::new(coalesce);
         let mut text = String::new();
-        let mut started = false;
+        let mut reply_start = ReplyStart::new(prompt::partial_reply(messages).is_some());
         let mut generated = 0usize;
         let stop = loop {
             // `sample` also accepts the token into the chain (penalties): no second accept.
@@ -478,11 +496,7 @@ impl<'m> Session<'m> {
             generated += 1;
             text.clear();
             utf8.push(&self.model.piece(token), &mut text);
-            if !started {
-                // Templates end the prompt with "Mate:" or a newline; the reply starts after.
-                started = !text.trim_start().is_empty();
-                text = text.trim_start().to_string();
-            }
+            reply_start.push(&mut text);
             let now = Instant::now();
             match stops.push(&text) {
                 Matched::Continue(safe) => send(&mut coalescer, &safe, now, listener),
@@ -504,7 +518,9 @@ impl<'m> Session<'m> {
             self.decode(&[token], LlmPhase::Generating, listener)?;
         };
         if !matches!(stop, StopReason::StopString(_)) {
-            // What was held back for a possible stop string was text after all.
+            // What was held back for a possible stop string was text after all. `text` still
+            // holds the last token's text, which the matcher has seen already.
+            text.clear();
             utf8.finish(&mut text);
             let mut tail = match stops.push(&text) {
                 Matched::Continue(t) | Matched::Stop { text: t, .. } => t,

@@ -1,13 +1,15 @@
-//! From token bytes to the chunks the supervisor sees, in three steps:
+//! From token bytes to the chunks the supervisor sees, in four steps:
 //!
 //! 1. [`Utf8Stream`] turns each token's bytes into text, carrying a multibyte character that
 //!    is split across tokens until it is whole (byte-fallback vocabularies split emoji into
 //!    four tokens).
-//! 2. [`StopMatcher`] holds back text that might be the start of a stop string, so a stop
+//! 2. [`ReplyStart`] drops the whitespace a new reply opens with, and nothing of a continued
+//!    one.
+//! 3. [`StopMatcher`] holds back text that might be the start of a stop string, so a stop
 //!    string never reaches the user, not even half of it.
-//! 3. [`Coalescer`] groups what is left into chunks by the 3–5 tokens / 50 ms / boundary rule.
+//! 4. [`Coalescer`] groups what is left into chunks by the 3–5 tokens / 50 ms / boundary rule.
 //!
-//! All three are plain state machines with no llama.cpp in them, so they are unit-tested here.
+//! All four are plain state machines with no llama.cpp in them, so they are unit-tested here.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +59,32 @@ impl Utf8Stream {
         if !self.pending.is_empty() {
             self.pending.clear();
             out.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+}
+
+/// Where a reply's text starts. Templates end the prompt with "Mate:" or a newline, so a new
+/// reply's leading whitespace is only the gap after it and goes. A reply continued after a
+/// crash goes on mid-text, where " world" after "Hello" is the text itself: nothing goes.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyStart {
+    started: bool,
+}
+
+impl ReplyStart {
+    /// For a new reply, or for the continuation of a reply cut short.
+    pub fn new(continuing: bool) -> Self {
+        ReplyStart {
+            started: continuing,
+        }
+    }
+
+    /// Trims the next piece of text while nothing but whitespace has come.
+    pub fn push(&mut self, text: &mut String) {
+        if !self.started {
+            let trimmed = text.trim_start();
+            self.started = !trimmed.is_empty();
+            *text = trimmed.to_string();
         }
     }
 }
@@ -206,6 +234,30 @@ fn ends_at_boundary(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_reply_loses_its_leading_whitespace_a_continued_one_keeps_it() {
+        let stream = |mut start: ReplyStart, pieces: &[&str]| -> String {
+            pieces
+                .iter()
+                .map(|p| {
+                    let mut text = (*p).to_string();
+                    start.push(&mut text);
+                    text
+                })
+                .collect()
+        };
+        let pieces = [" ", "\n", " Hello", " world", "\n", " again"];
+        assert_eq!(
+            stream(ReplyStart::new(false), &pieces),
+            "Hello world\n again"
+        );
+        assert_eq!(
+            stream(ReplyStart::new(true), &pieces),
+            " \n Hello world\n again"
+        );
+        assert_eq!(stream(ReplyStart::new(true), &[" world"]), " world");
+    }
 
     #[test]
     fn utf8_carries_split_characters_across_tokens() {

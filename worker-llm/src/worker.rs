@@ -257,8 +257,8 @@ fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result
 }
 
 /// Exit code of a worker whose model could not be loaded for a reason a smaller profile may
-/// fix (context allocation failed, out of memory).
-pub const EXIT_LOAD_FAILED: i32 = 3;
+/// fix (context allocation failed, out of memory); the supervisor restarts it one rung lower.
+pub use mate_protocol::EXIT_LOAD_FAILED;
 
 type Loaded = (Model, Profile, Threads, LoadReport);
 

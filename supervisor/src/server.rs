@@ -1,0 +1,368 @@
+//! The supervisor's endpoint: accepting connections, checking who they are, and turning what
+//! they say into [`Event`]s for the loop.
+//!
+//! Every connection is checked three times before it can send anything that matters: the
+//! peer's user id must be ours (Linux/BSD, from the socket itself; the socket file is 0600 in
+//! a 0700 directory anyway), the `Hello` must arrive within [`HELLO_DEADLINE`] with the right
+//! magic and version, and its token must be the control token (clients) or the one-time token
+//! of the worker the supervisor is waiting for (also checked against the spawned pid). At most
+//! [`MAX_CONNECTIONS`] connections are served at once; beyond that, new ones are closed at
+//! once. Whatever a peer sends, the worst outcome is that its own connection is dropped.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use interprocess::local_socket::tokio::{prelude::*, Listener, Stream};
+use mate_protocol::{
+    async_io, handshake::HELLO_DEADLINE, AuthToken, FromWorker, Hello, Limit, Rejection, Reply,
+    Request, Role, ToWorker, WorkerKind,
+};
+use tokio::{io::BufReader, sync::mpsc};
+use tracing::{debug, warn};
+
+use crate::supervisor::Event;
+
+/// Connections served at once (clients and workers together).
+pub const MAX_CONNECTIONS: usize = 128;
+/// Replies queued for one client; a client that falls further behind is dropped.
+pub const CLIENT_QUEUE: usize = 4096;
+
+/// Who may say hello, with which token. Worker tokens are single-use.
+#[derive(Debug)]
+pub struct Auth {
+    control: AuthToken,
+    workers: Mutex<HashMap<WorkerKind, Expected>>,
+}
+
+#[derive(Debug)]
+struct Expected {
+    token: AuthToken,
+    generation: u64,
+    pid: Option<u32>,
+}
+
+/// Who a verified peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    Client,
+    Worker { kind: WorkerKind, generation: u64 },
+}
+
+impl Auth {
+    pub fn new(control: AuthToken) -> Auth {
+        Auth {
+            control,
+            workers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn control(&self) -> &AuthToken {
+        &self.control
+    }
+
+    /// Checks a hello; `peer_pid` is the connecting process as the kernel reports it.
+    pub fn verify(&self, hello: &Hello, peer_pid: Option<u32>) -> Result<Admitted, Rejection> {
+        let kind = match hello.role {
+            Role::Ctl | Role::Tui if hello.token.matches(&self.control) => {
+                return Ok(Admitted::Client)
+            }
+            Role::Ctl | Role::Tui => return Err(Rejection::BadToken),
+            Role::LlmWorker => WorkerKind::Llm,
+            Role::BridgeWorker => WorkerKind::Bridge,
+            role @ Role::Supervisor => return Err(Rejection::WrongRole { role }),
+        };
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        match workers.get(&kind) {
+            Some(e)
+                if e.token.matches(&hello.token)
+                    && (e.pid.is_none() || peer_pid.is_none() || e.pid == peer_pid) =>
+            {
+                let generation = e.generation;
+                workers.remove(&kind);
+                Ok(Admitted::Worker { kind, generation })
+            }
+            _ => Err(Rejection::BadToken),
+        }
+    }
+
+    /// Arms the one-time token of the next `kind` process.
+    pub fn expect_worker(&self, kind: WorkerKind, token: AuthToken, generation: u64) {
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                kind,
+                Expected {
+                    token,
+                    generation,
+                    pid: None,
+                },
+            );
+    }
+
+    /// Binds the armed token to the process that was spawned with it.
+    pub fn spawned(&self, kind: WorkerKind, generation: u64, pid: Option<u32>) {
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = workers
+            .get_mut(&kind)
+            .filter(|e| e.generation == generation)
+        {
+            e.pid = pid;
+        }
+    }
+
+    /// The process is gone: its token must not admit anyone.
+    pub fn forget(&self, kind: WorkerKind, generation: u64) {
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        if workers
+            .get(&kind)
+            .is_some_and(|e| e.generation == generation)
+        {
+            workers.remove(&kind);
+        }
+    }
+}
+
+pub async fn accept_loop(listener: Listener, auth: Arc<Auth>, events: mpsc::Sender<Event>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(stream);
+                    let _ = events.try_send(Event::Rejected("too many connections".into()));
+                    continue;
+                };
+                let (auth, events) = (auth.clone(), events.clone());
+                tokio::spawn(async move {
+                    serve_connection(stream, auth, events).await;
+                    drop(slot);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The uid of the peer, where the platform can tell.
+fn peer(stream: &Stream) -> (Option<u32>, Option<u32>) {
+    match stream.peer_creds() {
+        Ok(creds) => {
+            #[cfg(unix)]
+            let uid = creds.euid().map(|u| u as u32);
+            #[cfg(not(unix))]
+            let uid = None;
+            (uid, creds.pid().map(|p| p as u32))
+        }
+        Err(_) => (None, None),
+    }
+}
+
+async fn serve_connection(stream: Stream, auth: Arc<Auth>, events: mpsc::Sender<Event>) {
+    let (uid, pid) = peer(&stream);
+    #[cfg(unix)]
+    if let Some(uid) = uid {
+        let ours = rustix::process::geteuid().as_raw();
+        if uid != ours {
+            let _ = events.try_send(Event::Rejected(format!(
+                "connection from uid {uid} (mate only talks to its own user, uid {ours})"
+            )));
+            return;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = uid;
+    let stream = Arc::new(stream);
+    let mut admitted = None;
+    let hello = async_io::server_handshake(&mut &*stream, HELLO_DEADLINE, |h| {
+        auth.verify(h, pid).map(|a| admitted = Some(a))
+    })
+    .await;
+    let (hello, admitted) = match (hello, admitted) {
+        (Ok(hello), Some(admitted)) => (hello, admitted),
+        (Err(e), _) => {
+            let _ = events.try_send(Event::Rejected(format!("handshake failed: {e}")));
+            return;
+        }
+        (Ok(_), None) => return,
+    };
+    debug!(role = %hello.role, pid = hello.pid, "connected");
+    let result = match admitted {
+        Admitted::Worker { kind, generation } => {
+            serve_worker(kind, generation, stream, events).await
+        }
+        Admitted::Client => {
+            if hello.role == Role::Tui {
+                let _ = events
+                    .send(Event::ClientAttached {
+                        role: hello.role,
+                        pid: hello.pid,
+                    })
+                    .await;
+            }
+            serve_client(stream, hello.pid, events).await
+        }
+    };
+    if let Err(e) = result {
+        if !e.is_disconnect() {
+            warn!(role = %hello.role, pid = hello.pid, error = %e, "dropping connection");
+        }
+    }
+}
+
+async fn serve_worker(
+    kind: WorkerKind,
+    generation: u64,
+    stream: Arc<Stream>,
+    events: mpsc::Sender<Event>,
+) -> Result<(), mate_protocol::Error> {
+    let (tx, mut rx) = mpsc::channel::<ToWorker>(256);
+    let writer = stream.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if async_io::write_frame(&mut &*writer, &msg, Limit::Data)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let connected = Event::WorkerConnected {
+        kind,
+        generation,
+        tx,
+    };
+    if events.send(connected).await.is_err() {
+        return Ok(());
+    }
+    let mut reader = BufReader::new(&*stream);
+    loop {
+        let msg: FromWorker = async_io::read_frame(&mut reader, Limit::Data).await?;
+        let event = Event::FromWorker {
+            kind,
+            generation,
+            msg,
+        };
+        if events.send(event).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+async fn serve_client(
+    stream: Arc<Stream>,
+    pid: u32,
+    events: mpsc::Sender<Event>,
+) -> Result<(), mate_protocol::Error> {
+    let mut reader = BufReader::new(&*stream);
+    loop {
+        let request: Request = async_io::read_frame(&mut reader, Limit::Control).await?;
+        let (tx, mut rx) = mpsc::channel(CLIENT_QUEUE);
+        let event = Event::Request {
+            request,
+            reply: tx,
+            pid,
+        };
+        if events.send(event).await.is_err() {
+            return Ok(());
+        }
+        while let Some(reply) = rx.recv().await {
+            let reply: Reply = reply;
+            async_io::write_frame(&mut &*stream, &reply, Limit::Data).await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> (Auth, AuthToken) {
+        let control = AuthToken::generate().expect("token");
+        (Auth::new(control.clone()), control)
+    }
+
+    #[test]
+    fn clients_need_the_control_token() {
+        let (auth, control) = auth();
+        assert_eq!(
+            auth.verify(&Hello::new(Role::Ctl, control.clone()), None),
+            Ok(Admitted::Client)
+        );
+        assert_eq!(
+            auth.verify(&Hello::new(Role::Tui, control), None),
+            Ok(Admitted::Client)
+        );
+        let other = AuthToken::generate().expect("token");
+        assert_eq!(
+            auth.verify(&Hello::new(Role::Ctl, other), None),
+            Err(Rejection::BadToken)
+        );
+    }
+
+    #[test]
+    fn worker_tokens_are_single_use_per_kind_and_bound_to_the_spawned_pid() {
+        let (auth, control) = auth();
+        let token = AuthToken::generate().expect("token");
+        auth.expect_worker(WorkerKind::Llm, token.clone(), 7);
+        auth.spawned(WorkerKind::Llm, 7, Some(1234));
+        // Not valid for the other worker kind, nor is the control token valid for a worker.
+        let hello = |role, token: &AuthToken| Hello::new(role, token.clone());
+        assert_eq!(
+            auth.verify(&hello(Role::BridgeWorker, &token), Some(1234)),
+            Err(Rejection::BadToken)
+        );
+        assert_eq!(
+            auth.verify(&hello(Role::LlmWorker, &control), Some(1234)),
+            Err(Rejection::BadToken)
+        );
+        assert_eq!(
+            auth.verify(&hello(Role::LlmWorker, &token), Some(999)),
+            Err(Rejection::BadToken),
+            "another process with a stolen token is refused"
+        );
+        assert_eq!(
+            auth.verify(&hello(Role::LlmWorker, &token), Some(1234)),
+            Ok(Admitted::Worker {
+                kind: WorkerKind::Llm,
+                generation: 7
+            })
+        );
+        assert_eq!(
+            auth.verify(&hello(Role::LlmWorker, &token), Some(1234)),
+            Err(Rejection::BadToken),
+            "a replayed worker token is refused"
+        );
+    }
+
+    #[test]
+    fn a_dead_workers_token_admits_nobody() {
+        let (auth, _) = auth();
+        let token = AuthToken::generate().expect("token");
+        auth.expect_worker(WorkerKind::Bridge, token.clone(), 3);
+        auth.forget(WorkerKind::Bridge, 3);
+        assert_eq!(
+            auth.verify(&Hello::new(Role::BridgeWorker, token), None),
+            Err(Rejection::BadToken)
+        );
+    }
+
+    #[test]
+    fn nobody_may_pose_as_a_supervisor() {
+        let (auth, control) = auth();
+        assert_eq!(
+            auth.verify(&Hello::new(Role::Supervisor, control), None),
+            Err(Rejection::WrongRole {
+                role: Role::Supervisor
+            })
+        );
+    }
+}
