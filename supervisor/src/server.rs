@@ -156,7 +156,7 @@ fn peer(stream: &Stream) -> (Option<u32>, Option<u32>) {
     match stream.peer_creds() {
         Ok(creds) => {
             #[cfg(unix)]
-            let uid = creds.euid().map(|u| u as u32);
+            let uid = creds.euid();
             #[cfg(not(unix))]
             let uid = None;
             (uid, creds.pid().map(|p| p as u32))

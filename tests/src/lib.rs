@@ -139,21 +139,80 @@ impl StateDir {
     /// Starts `mate up` on a fake model and waits until both workers run.
     pub fn start_supervisor(&self) -> Supervisor {
         let model = self.fake_model();
-        let child = self
-            .mate(&["--model", model.to_str().expect("utf-8 path"), "up"])
+        let sup = self.up(&model, &[]);
+        self.wait_running(Duration::from_secs(20));
+        sup
+    }
+
+    /// Replaces the config file (`[supervisor]`, `[chat]`, … tables).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_file(), text).expect("write config");
+    }
+
+    /// Starts `mate --model MODEL up` with extra environment; does not wait.
+    pub fn up(&self, model: &Path, env: &[(&str, &str)]) -> Supervisor {
+        let mut cmd = self.mate(&["--model", model.to_str().expect("utf-8 path"), "up"]);
+        cmd.envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mate up");
-        let sup = Supervisor { child };
-        wait_until(Duration::from_secs(20), "both workers running", || {
+            .stderr(Stdio::null());
+        Supervisor {
+            child: cmd.spawn().expect("spawn mate up"),
+        }
+    }
+
+    /// Waits until both workers run (the LLM with its model loaded).
+    pub fn wait_running(&self, limit: Duration) {
+        wait_until(limit, "both workers running", || {
             self.status().is_some_and(|s| {
                 s["workers"]
                     .as_array()
                     .is_some_and(|w| w.len() == 2 && w.iter().all(|w| w["state"] == "Running"))
             })
         });
-        sup
+    }
+
+    /// One worker's entry of `mate ctl status --json` (`"llm"` or `"bridge"`).
+    pub fn worker(&self, kind: &str) -> Option<serde_json::Value> {
+        let kind = if kind == "llm" { "Llm" } else { "Bridge" };
+        let status = self.status()?;
+        status["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["kind"] == kind)
+            .cloned()
+    }
+
+    /// The pid of a running worker.
+    pub fn worker_pid(&self, kind: &str) -> Option<u32> {
+        let w = self.worker(kind)?;
+        (w["state"] == "Running")
+            .then(|| w["pid"].as_u64())
+            .flatten()
+            .map(|p| p as u32)
+    }
+
+    /// `mate ctl events --json`, parsed.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["ctl", "events", "--json"], Duration::from_secs(10));
+        assert!(
+            out.status.success(),
+            "ctl events: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each event line is JSON"))
+            .collect()
+    }
+
+    /// The transcript's lines, parsed.
+    pub fn transcript(&self) -> Vec<serde_json::Value> {
+        let path = self.path().join("session/transcript.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each transcript line is JSON"))
+            .collect()
     }
 
     /// `mate ctl status --json`, parsed; `None` when it fails.
@@ -247,4 +306,23 @@ pub fn process_alive(pid: u32) -> bool {
     !stat
         .rsplit_once(") ")
         .is_some_and(|(_, rest)| rest.starts_with('Z'))
+}
+
+/// Sends a signal by name (`KILL`, `STOP`, `CONT`, `INT`, `TERM`) with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// The name of an event kind in `mate ctl events --json` (`"Exited"`, `"Ready"`, …).
+pub fn event_kind(event: &serde_json::Value) -> String {
+    match &event["kind"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => o.keys().next().cloned().unwrap_or_default(),
+        _ => String::new(),
+    }
 }

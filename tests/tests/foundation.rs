@@ -65,6 +65,7 @@ fn up_status_and_clean_shutdown() {
     let run = state.path().join("run");
     assert!(!run.join("mate.sock").exists(), "socket removed");
     assert!(!run.join("control.token").exists(), "token removed");
+    assert!(!run.join("mate.lock").exists(), "lock file removed");
 }
 
 #[test]
