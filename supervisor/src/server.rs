@@ -187,6 +187,8 @@ async fn serve_connection(stream: Stream, auth: Arc<Auth>, events: mpsc::Sender<
     .await;
     let (hello, admitted) = match (hello, admitted) {
         (Ok(hello), Some(admitted)) => (hello, admitted),
+        // Connected and left without a word: a liveness probe (`mate up` does one).
+        (Err(e), _) if e.is_disconnect() => return,
         (Err(e), _) => {
             let _ = events.try_send(Event::Rejected(format!("handshake failed: {e}")));
             return;

@@ -36,7 +36,7 @@ use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::{
     config::Settings,
@@ -1045,17 +1045,22 @@ impl Supervisor {
                 text: turn.partial.clone(),
             });
         }
-        turn.request_id = Some(request_id);
         let streamed = turn.partial.chars().count() as u32;
         let generate = ToWorker::Generate {
             request_id,
             messages,
             sampling: self.opts.settings.chat.sampling.clone(),
         };
-        if let Some(p) = &self.worker(WorkerKind::Llm).process {
-            p.send(generate);
+        let sent = self
+            .worker(WorkerKind::Llm)
+            .process
+            .as_ref()
+            .is_some_and(|p| p.send(generate));
+        // Not sent (the worker is being replaced): the next one gets it after loading.
+        if let Some(turn) = &mut self.turn {
+            turn.request_id = sent.then_some(request_id);
         }
-        if resuming {
+        if resuming && sent {
             self.record(
                 Level::Info,
                 Some(WorkerKind::Llm),
@@ -1494,7 +1499,7 @@ async fn forward_signals(events: mpsc::Sender<Event>) {
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) else {
-            warn!("cannot install signal handlers");
+            tracing::warn!("cannot install signal handlers");
             return;
         };
         loop {
