@@ -2,22 +2,28 @@
 //! the protocol, side by side in the same run with the same work done directly with
 //! `llama-cpp-2` in this process. Machines are noisy, so every figure is a median of several
 //! runs and comparisons are ratios.
+//!
+//! `mate bench restart`: the supervisor's restart path from the outside, as a user sees it. A
+//! real `mate up` runs as a child; its LLM worker is killed with SIGKILL again and again, and
+//! the events it streams are timestamped here on receipt: kill → `Exited` is detection, kill →
+//! `Loaded` is ready.
 
 use std::{
     path::{Path, PathBuf},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
 use mate_protocol::{
-    ChatMessage, ChatRole, ChatTemplate, Coalesce, FromWorker, LlmOptions, LoadReport, Profile,
-    Sampling, ToWorker, WorkerKind,
+    ChatMessage, ChatRole, ChatTemplate, Coalesce, EventKind, ExitStatus, FromWorker, LlmOptions,
+    LoadReport, Profile, Reply, Request, Sampling, StatusReport, ToWorker, WorkerKind, WorkerState,
 };
 use mate_worker_llm::{baseline, cpu::CpuFacts, prompt::render_fallback};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::direct::DirectWorker;
+use crate::{ctl, direct::DirectWorker};
 
 const PROMPT: &str =
     "Write a short story about a lighthouse keeper who finds a message in a bottle.";
@@ -195,7 +201,7 @@ pub fn llm(b: &LlmBench) -> anyhow::Result<serde_json::Value> {
     let warm_gen = median(warm.iter().map(|o| o.gen_tokens_per_s).collect());
     let cold_ttft = median(cold.iter().map(|o| o.ttft_ms).collect());
     let warm_ttft = median(warm.iter().map(|o| o.ttft_ms).collect());
-    let restart = restart(b, threads)?;
+    let restart = restart_with_snapshot(b, threads)?;
     Ok(json!({
         "model": b.model,
         "model_template": model_template,
@@ -237,7 +243,7 @@ pub fn llm(b: &LlmBench) -> anyhow::Result<serde_json::Value> {
 
 /// Restart-to-ready: spawn → loaded → conversation in the cache, with the snapshot and
 /// without (re-ingesting the whole conversation).
-fn restart(b: &LlmBench, threads: u32) -> anyhow::Result<serde_json::Value> {
+fn restart_with_snapshot(b: &LlmBench, threads: u32) -> anyhow::Result<serde_json::Value> {
     let n_ctx = 4096;
     let snapshots = tempfile::tempdir()?;
     let empty = tempfile::tempdir()?;
@@ -341,6 +347,543 @@ fn long_conversation(tokens: usize) -> Vec<ChatMessage> {
     messages
 }
 
+/// Settings of `mate bench restart`.
+#[derive(Debug, Clone)]
+pub struct RestartBench {
+    pub exe: PathBuf,
+    pub model: PathBuf,
+    pub runs: usize,
+    /// `[llm] threads` of the supervisor under test; 0: by the CPU rule.
+    pub threads: u32,
+}
+
+/// The issue's targets: a crash is noticed within 10 ms, and a restart costs at most 150 ms
+/// more than loading the model.
+const DETECTION_TARGET_MS: f64 = 10.0;
+const OVERHEAD_TARGET_MS: f64 = 150.0;
+/// From `mate up` to both workers running.
+const START_LIMIT: Duration = Duration::from_secs(120);
+/// From the kill to the `Exited` event, and to the `Loaded` event.
+const EXIT_LIMIT: Duration = Duration::from_secs(10);
+const READY_LIMIT: Duration = Duration::from_secs(60);
+/// Between a loaded worker and the next kill, so each run starts from an idle machine.
+const SETTLE: Duration = Duration::from_millis(250);
+const IDLE_WINDOW: Duration = Duration::from_secs(5);
+
+/// The default restart policy, except that any number of kills in a row neither escalates nor
+/// grows the backoff: every restart waits the first attempt's backoff.
+fn restart_config(threads: u32) -> String {
+    let mut text = String::from(
+        "# Written by `mate bench restart`.\n\
+         [supervisor]\nrestart_intensity = 1000\nbackoff_reset_s = 0\n",
+    );
+    if threads > 0 {
+        text.push_str(&format!("\n[llm]\nthreads = {threads}\n"));
+    }
+    text
+}
+
+/// The supervisor under test. Killed if still running when dropped, so no error path leaves
+/// it behind; its workers die with it (parent-death signal).
+struct UpProcess(std::process::Child);
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// An event as the bench received it.
+#[derive(Debug)]
+struct Seen {
+    at: Instant,
+    worker: Option<WorkerKind>,
+    kind: EventKind,
+}
+
+/// One kill and what followed, in milliseconds after the kill unless named otherwise.
+#[derive(Debug, Clone, Serialize)]
+struct RestartRun {
+    pid: u32,
+    /// The killed worker's resident memory just before the kill.
+    worker_rss_kib: Option<u64>,
+    /// The kernel is done with the process (zombie or reaped), seen in `/proc`.
+    dead_ms: Option<f64>,
+    detection_ms: f64,
+    spawned_ms: f64,
+    /// The new worker's `Ready` (hello done, model not yet loaded).
+    hello_ms: f64,
+    ready_ms: f64,
+    /// The new worker's own figure for loading the model file.
+    load_ms: f64,
+    overhead_ms: f64,
+    backoff_ms: u64,
+    attempt: u32,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `mate bench restart`: returns the JSON report. On failure the state dir (logs, event
+/// journal) is kept and named in the error.
+pub fn restart(b: &RestartBench) -> anyhow::Result<serde_json::Value> {
+    let facts = CpuFacts::sample(Duration::from_millis(300));
+    // Unix socket paths are short (≤ 107 bytes): stay out of a long $TMPDIR.
+    let builder = {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("mate-r");
+        builder
+    };
+    let dir = if cfg!(unix) {
+        builder.tempdir_in("/tmp")?
+    } else {
+        builder.tempdir()?
+    };
+    match measure_restarts(b, dir.path(), facts) {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            let kept = dir.keep();
+            Err(e.context(format!(
+                "mate bench restart failed; the supervisor's state dir is kept in {} (logs/, \
+                 events.jsonl, up.stderr)",
+                kept.display()
+            )))
+        }
+    }
+}
+
+fn measure_restarts(
+    b: &RestartBench,
+    dir: &Path,
+    facts: CpuFacts,
+) -> anyhow::Result<serde_json::Value> {
+    let config = dir.join("config.toml");
+    std::fs::write(&config, restart_config(b.threads))?;
+    let stderr = std::fs::File::create(dir.join("up.stderr"))?;
+    let mut up = UpProcess(
+        std::process::Command::new(&b.exe)
+            .arg("--state-dir")
+            .arg(dir)
+            .arg("--config")
+            .arg(&config)
+            .arg("--model")
+            .arg(&b.model)
+            .arg("up")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("running {} up", b.exe.display()))?,
+    );
+    let supervisor_pid = up.0.id();
+    let both = [WorkerKind::Llm, WorkerKind::Bridge];
+    wait_running(dir, &mut up, &both, START_LIMIT).context("starting the supervisor")?;
+
+    let (tx, events) = mpsc::channel::<Seen>();
+    {
+        let dir = dir.to_path_buf();
+        // Ends when the supervisor closes the stream (it stops or is killed).
+        std::thread::spawn(move || {
+            let _ = ctl::request(&dir, &Request::Events { follow: true }, |reply| {
+                let at = Instant::now();
+                match reply {
+                    Reply::Event(e) => tx
+                        .send(Seen {
+                            at,
+                            worker: e.worker,
+                            kind: e.kind,
+                        })
+                        .is_ok(),
+                    _ => true,
+                }
+            });
+        });
+    }
+
+    let mut runs = Vec::with_capacity(b.runs);
+    for run in 1..=b.runs {
+        eprintln!("mate bench restart: run {run}/{}", b.runs);
+        let status = wait_running(dir, &mut up, &[WorkerKind::Llm], READY_LIMIT)
+            .with_context(|| format!("run {run}: waiting for the LLM worker"))?;
+        let pid = worker_pid(&status, WorkerKind::Llm)?;
+        std::thread::sleep(SETTLE);
+        // What the kernel must free when the worker dies.
+        let worker_rss_kib = proc_status_kib(pid, &["VmRSS"])[0];
+        // Whatever came before the kill is not about it.
+        while events.try_recv().is_ok() {}
+        let killed = Instant::now();
+        kill9(pid)?;
+        // The events queue up meanwhile, timestamped by the reading thread.
+        let dead = died(pid, killed + EXIT_LIMIT).map(|at| ms(at - killed));
+        let mut r = follow_restart(&events, pid, killed)
+            .with_context(|| format!("run {run}: kill -9 of LLM worker pid {pid}"))?;
+        r.dead_ms = dead;
+        r.worker_rss_kib = worker_rss_kib;
+        runs.push(r);
+    }
+
+    let status = wait_running(dir, &mut up, &both, READY_LIMIT)
+        .context("after the runs, waiting for both workers")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = idle_cpu(supervisor_pid, IDLE_WINDOW);
+    let memory = proc_status_kib(supervisor_pid, &["VmRSS", "VmHWM"]);
+    let restarts_reported = status
+        .workers
+        .iter()
+        .find(|w| w.kind == WorkerKind::Llm)
+        .map(|w| w.restarts);
+    let worker_pids: Vec<u32> = status.workers.iter().filter_map(|w| w.pid).collect();
+    let shutdown = shut_down(dir, &mut up, &worker_pids)?;
+
+    let col = |f: fn(&RestartRun) -> f64| runs.iter().map(f).collect::<Vec<_>>();
+    let detection = col(|r| r.detection_ms);
+    let ready = col(|r| r.ready_ms);
+    let load = col(|r| r.load_ms);
+    let overhead = col(|r| r.overhead_ms);
+    let detection_median = median(detection.clone());
+    let dead: Option<Vec<f64>> = runs.iter().map(|r| r.dead_ms).collect();
+    let dead_to_exited: Option<Vec<f64>> = runs
+        .iter()
+        .map(|r| Some(r.detection_ms - r.dead_ms?))
+        .collect();
+    let overhead_median = median(overhead.clone());
+    let backoffs: Vec<u64> = runs.iter().map(|r| r.backoff_ms).collect();
+    Ok(json!({
+        "model": b.model,
+        "runs": runs.len(),
+        "threads": b.threads,
+        "machine": facts,
+        "config": restart_config(b.threads),
+        "detection_ms": spread(&detection),
+        "ready_ms": spread(&ready),
+        "load_ms": spread(&load),
+        // ready − load: detection, backoff, spawn, hello, and what loading does besides
+        // reading the model (CPU sampling, context, warm-up).
+        "overhead_ms": spread(&overhead),
+        "backoff_ms": median(backoffs.iter().map(|&d| d as f64).collect()),
+        "backoff_ms_all_equal": backoffs.windows(2).all(|w| w[0] == w[1]),
+        "phases_median_ms": {
+            "kill_to_dead": dead.map(median),
+            "dead_to_exited": dead_to_exited.map(median),
+            "kill_to_exited": detection_median,
+            "exited_to_spawned": median(col(|r| r.spawned_ms - r.detection_ms)),
+            "spawned_to_hello": median(col(|r| r.hello_ms - r.spawned_ms)),
+            "hello_to_loaded": median(col(|r| r.ready_ms - r.hello_ms)),
+            "hello_to_loaded_minus_load": median(col(|r| r.ready_ms - r.hello_ms - r.load_ms)),
+        },
+        "targets": {
+            "detection_ms": DETECTION_TARGET_MS,
+            "ready_minus_load_ms": OVERHEAD_TARGET_MS,
+            "detection_within_target": detection_median <= DETECTION_TARGET_MS,
+            "ready_within_target": overhead_median <= OVERHEAD_TARGET_MS,
+        },
+        "supervisor": {
+            "pid": supervisor_pid,
+            "rss_kib": memory.first().copied().flatten(),
+            "rss_peak_kib": memory.get(1).copied().flatten(),
+            "idle_window_s": IDLE_WINDOW.as_secs_f64(),
+            "idle_cpu_percent_of_one_core": idle.map(|i| i.schedstat_percent),
+            "idle_cpu_percent_of_one_core_ticks": idle.map(|i| i.ticks_percent),
+            "llm_restarts_reported": restarts_reported,
+        },
+        "llm_worker_rss_kib_median": median(
+            runs.iter().filter_map(|r| r.worker_rss_kib).map(|k| k as f64).collect()
+        ),
+        "shutdown": shutdown,
+        "runs_detail": runs,
+    }))
+}
+
+/// Polls `mate ctl status` until every worker in `kinds` runs with a pid.
+fn wait_running(
+    dir: &Path,
+    up: &mut UpProcess,
+    kinds: &[WorkerKind],
+    limit: Duration,
+) -> anyhow::Result<StatusReport> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        if let Some(exit) = up.0.try_wait()? {
+            let stderr = std::fs::read_to_string(dir.join("up.stderr")).unwrap_or_default();
+            bail!("the supervisor exited ({exit}): {}", stderr.trim());
+        }
+        match ctl::call(dir, &Request::Status) {
+            Ok(Reply::Status(report)) => {
+                let running = kinds.iter().all(|k| {
+                    report
+                        .workers
+                        .iter()
+                        .any(|w| w.kind == *k && w.state == WorkerState::Running && w.pid.is_some())
+                });
+                if running {
+                    return Ok(report);
+                }
+                last = Some(report);
+            }
+            Ok(other) => bail!("unexpected reply to status: {other:?}"),
+            // Still starting: no token or socket yet.
+            Err(ctl::CtlError::NotRunning { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{kinds:?} not running within {} s; last status: {last:?}",
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn worker_pid(status: &StatusReport, kind: WorkerKind) -> anyhow::Result<u32> {
+    status
+        .workers
+        .iter()
+        .find(|w| w.kind == kind)
+        .and_then(|w| w.pid)
+        .with_context(|| format!("the status names no {kind} worker pid"))
+}
+
+#[cfg(unix)]
+fn kill9(pid: u32) -> anyhow::Result<()> {
+    use rustix::process::{kill_process, Pid, Signal};
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .with_context(|| format!("{pid} is not a pid"))?;
+    kill_process(target, Signal::KILL).with_context(|| format!("kill -9 {pid}"))
+}
+
+#[cfg(not(unix))]
+fn kill9(_pid: u32) -> anyhow::Result<()> {
+    bail!("mate bench restart kills workers with SIGKILL, which only Unix has")
+}
+
+/// Reads the LLM worker's events after a kill at `killed`, up to the new worker's `Loaded`.
+fn follow_restart(
+    events: &mpsc::Receiver<Seen>,
+    pid: u32,
+    killed: Instant,
+) -> anyhow::Result<RestartRun> {
+    let mut seen: Vec<String> = Vec::new();
+    let (mut exited, mut restarting, mut spawned, mut hello) = (None, None, None, None);
+    loop {
+        let (limit, waiting_for) = if exited.is_none() {
+            (EXIT_LIMIT, "Exited")
+        } else {
+            (READY_LIMIT, "Loaded")
+        };
+        let timeout = (killed + limit).saturating_duration_since(Instant::now());
+        let e = match events.recv_timeout(timeout) {
+            Ok(e) => e,
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                "no {waiting_for} event within {} s of the kill; LLM events since: [{}]",
+                limit.as_secs(),
+                seen.join("; ")
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!(
+                "the event stream ended while waiting for {waiting_for}; LLM events since the \
+                 kill: [{}]",
+                seen.join("; ")
+            ),
+        };
+        if e.worker != Some(WorkerKind::Llm) || e.at < killed {
+            continue;
+        }
+        let after = ms(e.at - killed);
+        seen.push(format!("+{after:.1} ms {:?}", e.kind));
+        match e.kind {
+            EventKind::Exited { status, expected } if exited.is_none() => {
+                if expected || status != ExitStatus::Signal(9) {
+                    bail!(
+                        "the worker's exit reads {status:?} (expected: {expected}), not an \
+                         unexpected SIGKILL"
+                    );
+                }
+                exited = Some(after);
+            }
+            EventKind::Restarting { delay_ms, attempt } => restarting = Some((delay_ms, attempt)),
+            EventKind::Spawned { .. } => spawned = Some(after),
+            EventKind::Ready => hello = Some(after),
+            EventKind::Loaded { load_ms, .. } => {
+                let (
+                    Some(detection_ms),
+                    Some((backoff_ms, attempt)),
+                    Some(spawned_ms),
+                    Some(hello_ms),
+                ) = (exited, restarting, spawned, hello)
+                else {
+                    bail!(
+                        "Loaded before the Exited, Restarting, Spawned and Ready of the \
+                         restart: [{}]",
+                        seen.join("; ")
+                    );
+                };
+                let load_ms = f64::from(load_ms);
+                return Ok(RestartRun {
+                    pid,
+                    worker_rss_kib: None,
+                    dead_ms: None,
+                    detection_ms,
+                    spawned_ms,
+                    hello_ms,
+                    ready_ms: after,
+                    load_ms,
+                    overhead_ms: after - load_ms,
+                    backoff_ms,
+                    attempt,
+                });
+            }
+            EventKind::Failed { .. } | EventKind::Escalated { .. } | EventKind::Stopping { .. } => {
+                bail!("the restart did not go through: [{}]", seen.join("; "))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Median, p90 (nearest rank), min and max.
+fn spread(v: &[f64]) -> serde_json::Value {
+    let mut sorted = v.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = (sorted.len() as f64 * 0.9).ceil() as usize;
+    json!({
+        "median": median(sorted.clone()),
+        "p90": sorted.get(rank.saturating_sub(1)),
+        "min": sorted.first(),
+        "max": sorted.last(),
+    })
+}
+
+/// Fields of `/proc/<pid>/status` in KiB, in the order asked; `None` where unreadable.
+fn proc_status_kib(pid: u32, keys: &[&str]) -> Vec<Option<u64>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    keys.iter()
+        .map(|key| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct IdleCpu {
+    /// From the threads' run time in `/proc/<pid>/task/*/schedstat` (nanoseconds).
+    schedstat_percent: f64,
+    /// From utime + stime in `/proc/<pid>/stat` (clock ticks of 10 ms: coarse over 5 s).
+    ticks_percent: f64,
+}
+
+/// CPU the process used over `window`, as a percentage of one core; `None` without `/proc`.
+fn idle_cpu(pid: u32, window: Duration) -> Option<IdleCpu> {
+    let read = || Some((schedstat_ns(pid)?, stat_ticks(pid)?, Instant::now()));
+    let (ns0, ticks0, t0) = read()?;
+    std::thread::sleep(window);
+    let (ns1, ticks1, t1) = read()?;
+    let wall = (t1 - t0).as_secs_f64();
+    Some(IdleCpu {
+        schedstat_percent: ns1.saturating_sub(ns0) as f64 / 1e9 / wall * 100.0,
+        ticks_percent: ticks1.saturating_sub(ticks0) as f64 / 100.0 / wall * 100.0,
+    })
+}
+
+/// Time on CPU of all the process's threads, in nanoseconds.
+fn schedstat_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// utime + stime in clock ticks (USER_HZ, 100 on Linux).
+fn stat_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces; utime and stime are fields 14
+    // and 15, so 11 and 12 after the state (field 3).
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// When `pid` stopped being a live process, polled every 100 µs until `deadline`; `None`
+/// without `/proc` or past the deadline.
+fn died(pid: u32, deadline: Instant) -> Option<Instant> {
+    while Instant::now() < deadline {
+        if !alive(pid)? {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    None
+}
+
+/// Whether `pid` is a live process; `None` without `/proc`. A zombie counts as dead only
+/// once its last thread is gone: a killed group leader turns zombie before its other threads
+/// have exited, and the parent hears of the exit only after the last one.
+fn alive(pid: u32) -> Option<bool> {
+    if !Path::new("/proc/self").exists() {
+        return None;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Some(false);
+    };
+    let zombie = stat
+        .rfind(')')
+        .is_some_and(|at| stat[at + 1..].trim_start().starts_with('Z'));
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
+    Some(!zombie || threads > 1)
+}
+
+/// `mate ctl shutdown`, then waits for the supervisor to exit (killing it after a while) and
+/// checks that no worker outlived it.
+fn shut_down(
+    dir: &Path,
+    up: &mut UpProcess,
+    worker_pids: &[u32],
+) -> anyhow::Result<serde_json::Value> {
+    let asked = Instant::now();
+    match ctl::call(dir, &Request::Shutdown)? {
+        Reply::Ok => {}
+        other => bail!("unexpected reply to shutdown: {other:?}"),
+    }
+    // The workers' grace period (5 s by default) plus some.
+    let deadline = asked + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = up.0.try_wait()? {
+            break Some(exit);
+        }
+        if Instant::now() > deadline {
+            eprintln!("mate bench restart: the supervisor did not stop within 15 s; killing it");
+            let _ = up.0.kill();
+            let _ = up.0.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stopped_ms = ms(asked.elapsed());
+    // Orphaned workers would be reparented, not killed: give them a moment, then look.
+    let look = Instant::now() + Duration::from_secs(2);
+    let mut left: Vec<u32> = worker_pids.to_vec();
+    while !left.is_empty() && Instant::now() < look {
+        left.retain(|&pid| alive(pid) == Some(true));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(json!({
+        "clean": exit.is_some_and(|e| e.success()),
+        "exit": exit.map(|e| e.to_string()),
+        "ms": stopped_ms,
+        "workers_left_running": left,
+    }))
+}
+
 /// One thread count's figures in `mate bench threads`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ThreadPoint {
@@ -416,6 +959,44 @@ mod tests {
         let parsed = crate::config::parse(&text, &path).expect("still a valid config");
         assert_eq!(parsed.llm.threads, Some(3));
         assert_eq!(parsed.llm.warmup, Some(false));
+    }
+
+    #[test]
+    fn the_restart_config_only_lifts_escalation_and_backoff_growth() {
+        let path = Path::new("bench.toml");
+        let file = crate::config::parse(&restart_config(0), path).expect("valid config");
+        let settings =
+            crate::config::resolve(&crate::config::Overrides::default(), file).expect("resolves");
+        let default = crate::policy::Policy::default();
+        assert_eq!(settings.policy.intensity, 1000);
+        assert_eq!(settings.policy.backoff.reset_after, Duration::ZERO);
+        assert_eq!(settings.policy.backoff.initial, default.backoff.initial);
+        assert_eq!(settings.policy.heartbeat, default.heartbeat);
+        assert_eq!(settings.threads, 0);
+        let file = crate::config::parse(&restart_config(3), path).expect("valid config");
+        assert_eq!(file.llm.threads, Some(3));
+    }
+
+    #[test]
+    fn spread_reports_nearest_rank_p90() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        let s = spread(&v);
+        assert_eq!(s["median"], 10.5);
+        assert_eq!(s["p90"], 18.0);
+        assert_eq!(s["min"], 1.0);
+        assert_eq!(s["max"], 20.0);
+        assert_eq!(spread(&[7.0])["p90"], 7.0);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_uses_memory() {
+        let pid = std::process::id();
+        if Path::new("/proc/self").exists() {
+            assert_eq!(alive(pid), Some(true));
+            assert!(proc_status_kib(pid, &["VmRSS"])[0].is_some_and(|k| k > 0));
+            assert!(stat_ticks(pid).is_some());
+            assert!(schedstat_ns(pid).is_some_and(|ns| ns > 0));
+        }
     }
 
     #[test]

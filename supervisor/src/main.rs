@@ -75,7 +75,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure: the LLM worker against llama.cpp in-process, or thread counts
+    /// Measure: the LLM worker against llama.cpp in-process, thread counts, or restarts
     #[cfg(feature = "llm")]
     Bench {
         #[command(subcommand)]
@@ -154,6 +154,16 @@ enum BenchCommand {
         /// Length of the conversation for the restart measurement
         #[arg(long, default_value_t = 1500)]
         conversation_tokens: usize,
+    },
+    /// The supervisor's restart path on the real model: runs `mate up` in a temp state dir,
+    /// kills its LLM worker with SIGKILL `--runs` times, and times each restart from the events
+    /// it streams: kill → Exited (detection, target ≤ 10 ms) and kill → Loaded (ready, target
+    /// ≤ load_ms + 150 ms; includes the 100 ms first backoff). Restart intensity is raised so
+    /// the kills never escalate. Also the supervisor's RSS and idle CPU. JSON on stdout.
+    Restart {
+        /// Kills (medians and p90 are reported)
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
     },
     /// Prompt and generation tok/s for each thread count. JSON on stdout.
     Threads {
@@ -722,6 +732,15 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
                     settings.threads
                 },
                 conversation_tokens,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        BenchCommand::Restart { runs } => {
+            let report = mate::bench::restart(&mate::bench::RestartBench {
+                exe: std::env::current_exe().context("locating the mate executable")?,
+                model,
+                runs: runs.max(1),
+                threads: settings.threads,
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
