@@ -649,6 +649,8 @@ pub enum EventKind {
     Loaded {
         profile: String,
         load_ms: u32,
+        /// The decode after loading that spares the first reply the cold start.
+        warmup_ms: u32,
         restored_tokens: u32,
     },
     /// The process ended; `expected` when the supervisor asked for it (stop, restart, shutdown).

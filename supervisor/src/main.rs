@@ -158,8 +158,9 @@ enum BenchCommand {
     /// The supervisor's restart path on the real model: runs `mate up` in a temp state dir,
     /// kills its LLM worker with SIGKILL `--runs` times, and times each restart from the events
     /// it streams: kill → Exited (detection, target ≤ 10 ms) and kill → Loaded (ready, target
-    /// ≤ load_ms + 150 ms; includes the 100 ms first backoff). Restart intensity is raised so
-    /// the kills never escalate. Also the supervisor's RSS and idle CPU. JSON on stdout.
+    /// ≤ load + warm-up + 150 ms). Every kill counts as a crash after a healthy run (restarted
+    /// at once) and restart intensity is raised so the kills never escalate. Also the
+    /// supervisor's RSS and idle CPU. JSON on stdout.
     Restart {
         /// Kills (medians and p90 are reported)
         #[arg(long, default_value_t = 20)]

@@ -100,9 +100,12 @@ pub struct Restarts {
 }
 
 impl Restarts {
-    /// Decides after a crash at `now` of a process that had run for `ran_for`.
+    /// Decides after a crash at `now` of a process that had run for `ran_for`. The first crash
+    /// after a healthy run (at least `reset_after`) restarts at once: a one-off crash costs the
+    /// user no extra wait, and a crash loop still backs off from `initial`.
     pub fn after_crash(&mut self, policy: &Policy, now: Instant, ran_for: Duration) -> Decision {
-        if ran_for >= policy.backoff.reset_after {
+        let healthy = ran_for >= policy.backoff.reset_after;
+        if healthy {
             self.in_a_row = 0;
         }
         while self
@@ -117,9 +120,15 @@ impl Restarts {
                 restarts: self.recent.len() as u32,
             };
         }
+        self.recent.push_back(now);
+        if healthy {
+            return Decision::Restart {
+                delay: Duration::ZERO,
+                attempt: 1,
+            };
+        }
         let delay = policy.backoff.delay(self.in_a_row);
         self.in_a_row += 1;
-        self.recent.push_back(now);
         Decision::Restart {
             delay,
             attempt: self.in_a_row,
@@ -172,24 +181,25 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_that_ran_long_enough_starts_over_at_the_first_delay() {
+    fn a_crash_after_a_healthy_run_restarts_at_once_and_a_loop_backs_off_from_the_start() {
         let policy = Policy::default();
         let mut r = Restarts::default();
         let now = Instant::now();
         r.after_crash(&policy, now, MS);
         r.after_crash(&policy, now + 100 * MS, MS);
-        let d = r.after_crash(
-            &policy,
-            now + Duration::from_secs(40),
-            Duration::from_secs(35),
-        );
-        assert_eq!(
-            d,
-            Decision::Restart {
-                delay: 100 * MS,
-                attempt: 1
-            }
-        );
+        let healthy = Duration::from_secs(35);
+        let d = r.after_crash(&policy, now + Duration::from_secs(40), healthy);
+        let at_once = Decision::Restart {
+            delay: Duration::ZERO,
+            attempt: 1,
+        };
+        assert_eq!(d, at_once);
+        let d = r.after_crash(&policy, now + Duration::from_secs(41), MS);
+        let first = Decision::Restart {
+            delay: 100 * MS,
+            attempt: 1,
+        };
+        assert_eq!(d, first);
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub fn control_token_path(state_dir: &Path) -> PathBuf {
     state_dir.join("run").join(CONTROL_TOKEN_FILE)
 }
 
+/// How long the thread count the CPU rule chose for one LLM load is reused by the next.
+const THREADS_REUSE: Duration = Duration::from_secs(120);
+
 /// The profile ladder, highest first. Until the GPU issue computes real profiles, every rung
 /// loads CPU-only; escalation already walks down it.
 pub const LADDER: [&str; 4] = ["performance", "balanced", "low_memory", "cpu"];
@@ -373,6 +376,8 @@ struct Supervisor {
     started: Instant,
     stopping: bool,
     next_heartbeat: Instant,
+    /// Threads the last LLM load chose by the CPU rule, and when.
+    threads_chosen: Option<(u32, Instant)>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -453,6 +458,7 @@ impl Supervisor {
             next_request: 1,
             started: now,
             stopping: false,
+            threads_chosen: None,
         })
     }
 
@@ -689,6 +695,7 @@ impl Supervisor {
             FromWorker::Heartbeat { vitals, .. } => self.worker(kind).vitals = vitals,
             FromWorker::Loaded(report) => {
                 p.loaded = true;
+                self.threads_chosen = Some((report.n_threads, Instant::now()));
                 let w = self.worker(kind);
                 if w.state == WorkerState::Starting {
                     w.state = WorkerState::Running;
@@ -699,6 +706,7 @@ impl Supervisor {
                     EventKind::Loaded {
                         profile: report.profile.clone(),
                         load_ms: report.load_ms,
+                        warmup_ms: report.warmup_ms,
                         restored_tokens: report.restored_tokens,
                     },
                     format!(
@@ -751,6 +759,15 @@ impl Supervisor {
     fn load_message(&self) -> ToWorker {
         let mut profile = profile_named(&self.profile);
         profile.n_threads = self.opts.settings.threads;
+        if profile.n_threads == 0 {
+            // A restart soon after a load reuses that load's choice instead of sampling the
+            // CPU again (a fifth of a second on every restart).
+            if let Some((threads, at)) = self.threads_chosen {
+                if at.elapsed() < THREADS_REUSE {
+                    profile.n_threads = threads;
+                }
+            }
+        }
         ToWorker::Load {
             model_path: self.opts.model.to_string_lossy().into_owned(),
             profile,
