@@ -239,17 +239,25 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
 
 fn policy(c: &SupervisorConfig) -> Policy {
     let d = Policy::default();
-    let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
-    let s = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+    // At most a day each, so no arithmetic on instants can overflow.
+    let day = Duration::from_secs(86_400);
+    let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis).min(day);
+    let s = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs).min(day);
     Policy {
         heartbeat: ms(c.heartbeat_ms, d.heartbeat).max(Duration::from_millis(10)),
-        missed_heartbeats: c.missed_heartbeats.unwrap_or(d.missed_heartbeats).max(1),
+        missed_heartbeats: c
+            .missed_heartbeats
+            .unwrap_or(d.missed_heartbeats)
+            .clamp(1, 1000),
         stall: s(c.stall_s, d.stall),
         start_deadline: s(c.start_deadline_s, d.start_deadline),
         grace: ms(c.shutdown_grace_ms, d.grace),
         backoff: Backoff {
             initial: ms(c.backoff_initial_ms, d.backoff.initial),
-            factor: c.backoff_factor.unwrap_or(d.backoff.factor),
+            factor: c
+                .backoff_factor
+                .unwrap_or(d.backoff.factor)
+                .clamp(1.0, 100.0),
             max: ms(c.backoff_max_ms, d.backoff.max),
             reset_after: s(c.backoff_reset_s, d.backoff.reset_after),
         },

@@ -137,10 +137,7 @@ pub async fn accept_loop(listener: Listener, auth: Arc<Auth>, events: mpsc::Send
                     continue;
                 };
                 let (auth, events) = (auth.clone(), events.clone());
-                tokio::spawn(async move {
-                    serve_connection(stream, auth, events).await;
-                    drop(slot);
-                });
+                tokio::spawn(serve_connection(stream, auth, events, slot));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off rather than spin.
@@ -165,7 +162,14 @@ fn peer(stream: &Stream) -> (Option<u32>, Option<u32>) {
     }
 }
 
-async fn serve_connection(stream: Stream, auth: Arc<Auth>, events: mpsc::Sender<Event>) {
+/// Serves one connection; `slot` counts it against [`MAX_CONNECTIONS`] until it is known to
+/// be a worker the supervisor spawned (so attached clients can never crowd workers out).
+async fn serve_connection(
+    stream: Stream,
+    auth: Arc<Auth>,
+    events: mpsc::Sender<Event>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let (uid, pid) = peer(&stream);
     #[cfg(unix)]
     if let Some(uid) = uid {
@@ -198,6 +202,7 @@ async fn serve_connection(stream: Stream, auth: Arc<Auth>, events: mpsc::Sender<
     debug!(role = %hello.role, pid = hello.pid, "connected");
     let result = match admitted {
         Admitted::Worker { kind, generation } => {
+            drop(slot);
             serve_worker(kind, generation, stream, events).await
         }
         Admitted::Client => {
@@ -276,9 +281,18 @@ async fn serve_client(
         if events.send(event).await.is_err() {
             return Ok(());
         }
+        let mut complete = false;
         while let Some(reply) = rx.recv().await {
-            let reply: Reply = reply;
+            complete = matches!(
+                reply,
+                Reply::Ok | Reply::Error { .. } | Reply::Status(_) | Reply::ChatDone { .. }
+            );
             async_io::write_frame(&mut &*stream, &reply, Limit::Data).await?;
+        }
+        if !complete {
+            // The supervisor let go of a stream midway (the client fell too far behind):
+            // closing tells the client, which would otherwise wait forever.
+            return Ok(());
         }
     }
 }

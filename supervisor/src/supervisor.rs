@@ -146,8 +146,12 @@ struct Process {
     intent: Intent,
     last_answer: Instant,
     next_seq: u64,
+    /// Heartbeats sent since the worker last said anything.
+    unanswered: u32,
     /// SIGKILL at this instant (end of a grace period).
     kill_at: Option<Instant>,
+    /// SIGKILL was sent: only its exit is still to come.
+    killed: bool,
 }
 
 impl Process {
@@ -156,6 +160,7 @@ impl Process {
     }
 
     fn kill(&mut self) {
+        self.killed = true;
         if let Some(kill) = self.kill.take() {
             let _ = kill.send(());
         }
@@ -221,6 +226,9 @@ struct ActiveTurn {
     partial: String,
     /// The request the current LLM process works on; `None` until it has been sent.
     request_id: Option<u64>,
+    /// The request of a process that just died: what it streamed before dying may still be
+    /// on its way, and counts until the next process takes the turn over.
+    orphan: Option<u64>,
     client: Option<mpsc::Sender<Reply>>,
     /// Times a worker crash interrupted the reply.
     resumed: u32,
@@ -627,7 +635,9 @@ impl Supervisor {
             intent: Intent::None,
             last_answer: now,
             next_seq: 0,
+            unanswered: 0,
             kill_at: None,
+            killed: false,
         })
     }
 
@@ -659,10 +669,15 @@ impl Supervisor {
         // Reply traffic is matched by request id, so a late chunk from a process that just
         // died still counts (it was streamed before the crash).
         match msg {
+            FromWorker::Chunk { .. } | FromWorker::Done { .. } | FromWorker::Failed { .. }
+                if kind != WorkerKind::Llm =>
+            {
+                return ignored(kind, "reply traffic from a worker that is not the LLM")
+            }
             FromWorker::Chunk { request_id, text } => return self.on_chunk(request_id, text),
             FromWorker::Done { request_id, stats } => return self.on_done(request_id, stats),
             FromWorker::Failed { request_id, reason } => {
-                if self.turn_request() == Some(request_id) {
+                if self.is_turn_request(request_id) {
                     self.fail_turn(format!("the LLM could not answer: {reason}"));
                 }
                 return;
@@ -673,6 +688,7 @@ impl Supervisor {
             return;
         };
         p.last_answer = Instant::now();
+        p.unanswered = 0;
         match msg {
             FromWorker::Ready => {
                 p.ready = true;
@@ -683,7 +699,10 @@ impl Supervisor {
                         p.send(load);
                     }
                 } else {
-                    self.worker(kind).state = WorkerState::Running;
+                    let w = self.worker(kind);
+                    if w.state == WorkerState::Starting {
+                        w.state = WorkerState::Running;
+                    }
                 }
                 self.record(
                     Level::Info,
@@ -778,7 +797,7 @@ impl Supervisor {
     fn on_exit(&mut self, kind: WorkerKind, generation: u64, status: ExitStatus) {
         self.auth.forget(kind, generation);
         let w = self.worker(kind);
-        let Some(p) = w.process.take().filter(|p| p.generation == generation) else {
+        let Some(p) = w.process.take_if(|p| p.generation == generation) else {
             return;
         };
         let ran_for = p.spawned_at.elapsed();
@@ -799,9 +818,14 @@ impl Supervisor {
         if kind == WorkerKind::Llm {
             if let Some(turn) = &mut self.turn {
                 // Whatever it was working on is lost; the next process continues the reply.
-                if turn.request_id.take().is_some() {
+                if let Some(id) = turn.request_id.take() {
+                    turn.orphan = Some(id);
                     turn.resumed += 1;
                 }
+            }
+            if self.turn.as_ref().is_some_and(|t| t.cancelled) {
+                // The user asked for the reply to stop: it ends here, not in the next process.
+                self.complete_turn(cancelled_stats());
             }
         }
         match p.intent {
@@ -950,11 +974,13 @@ impl Supervisor {
             });
             let stalled_ms = stalled.map_or(0, |v| v.stalled_ms);
             let Some(p) = &mut w.process else { continue };
-            if p.tx.is_none() || p.kill_at.is_some() {
+            if p.tx.is_none() || p.kill_at.is_some() || p.killed {
                 continue;
             }
             let silent = now - p.last_answer;
-            if silent > policy.silence_limit() {
+            // Both: enough heartbeats went out unanswered (a stalled supervisor sent none, so
+            // it never blames a worker for its own pause), and for long enough.
+            if p.unanswered >= policy.missed_heartbeats && silent > policy.silence_limit() {
                 let missed = policy.missed_heartbeats;
                 let ms = silent.as_millis();
                 self.hung(
@@ -970,6 +996,7 @@ impl Supervisor {
                 );
             } else {
                 p.next_seq += 1;
+                p.unanswered += 1;
                 let seq = p.next_seq;
                 p.send(ToWorker::Heartbeat { seq });
             }
@@ -998,15 +1025,11 @@ impl Supervisor {
 
     // ---- the conversation ----------------------------------------------------------------
 
-    fn turn_request(&self) -> Option<u64> {
-        self.turn.as_ref().and_then(|t| t.request_id)
-    }
-
     fn llm_loaded(&mut self) -> bool {
         self.worker(WorkerKind::Llm)
             .process
             .as_ref()
-            .is_some_and(|p| p.loaded && p.kill_at.is_none())
+            .is_some_and(|p| p.loaded && p.kill_at.is_none() && !p.killed)
     }
 
     /// The conversation as the LLM sees it: system prompt and every completed turn.
@@ -1089,22 +1112,48 @@ impl Supervisor {
         }
     }
 
+    /// Whether `request_id` is the turn's: the one the LLM works on, or, until the next
+    /// process takes over, the one of the process that just died.
+    fn is_turn_request(&self, request_id: u64) -> bool {
+        self.turn.as_ref().is_some_and(|t| match t.request_id {
+            Some(id) => id == request_id,
+            None => t.orphan == Some(request_id),
+        })
+    }
+
     fn on_chunk(&mut self, request_id: u64, text: String) {
-        let Some(turn) = self
-            .turn
-            .as_mut()
-            .filter(|t| t.request_id == Some(request_id))
-        else {
+        if !self.is_turn_request(request_id) {
             return;
-        };
-        turn.partial.push_str(&text);
-        turn.tell(Reply::Chunk { text });
+        }
+        if let Some(turn) = &mut self.turn {
+            turn.partial.push_str(&text);
+            turn.tell(Reply::Chunk { text });
+        }
     }
 
     fn on_done(&mut self, request_id: u64, stats: GenerationStats) {
-        if self.turn_request() == Some(request_id) {
-            self.complete_turn(stats);
+        if !self.is_turn_request(request_id) {
+            return;
         }
+        let restarting = self
+            .worker(WorkerKind::Llm)
+            .process
+            .as_ref()
+            .is_some_and(|p| p.intent == Intent::Restart);
+        let Some(turn) = &mut self.turn else { return };
+        if stats.stop == StopReason::Cancelled && !turn.cancelled && restarting {
+            // Stopped by the restart we asked for, not by the user: the next process
+            // continues the reply.
+            if turn.request_id.take().is_some() {
+                turn.resumed += 1;
+            }
+            return;
+        }
+        if turn.request_id.is_none() {
+            // The dying process finished after all: nothing was resumed.
+            turn.resumed = turn.resumed.saturating_sub(1);
+        }
+        self.complete_turn(stats);
     }
 
     /// The reply is complete (or cancelled): record the turn and tell the client.
@@ -1208,6 +1257,7 @@ impl Supervisor {
             user_at_ms: now_ms(),
             partial: String::new(),
             request_id: None,
+            orphan: None,
             client: Some(reply),
             resumed: 0,
             cancelled: false,
@@ -1228,15 +1278,7 @@ impl Supervisor {
                 }
             }
             // Nobody is generating it (the worker is restarting): it ends here.
-            _ => self.complete_turn(GenerationStats {
-                prompt_tokens: 0,
-                generated_tokens: 0,
-                ttft_ms: 0.0,
-                prompt_tokens_per_s: 0.0,
-                gen_tokens_per_s: 0.0,
-                stop: StopReason::Cancelled,
-                cached_tokens: 0,
-            }),
+            _ => self.complete_turn(cancelled_stats()),
         }
     }
 
@@ -1440,6 +1482,23 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// The stats of a reply that ended by cancel while no worker was generating it.
+fn cancelled_stats() -> GenerationStats {
+    GenerationStats {
+        prompt_tokens: 0,
+        generated_tokens: 0,
+        ttft_ms: 0.0,
+        prompt_tokens_per_s: 0.0,
+        gen_tokens_per_s: 0.0,
+        stop: StopReason::Cancelled,
+        cached_tokens: 0,
+    }
+}
+
+fn ignored(kind: WorkerKind, what: &str) {
+    tracing::warn!(worker = %kind, "ignored {what}");
 }
 
 fn state_name(state: WorkerState) -> &'static str {

@@ -145,6 +145,29 @@ fn kill_9_of_the_llm_mid_reply_completes_the_same_reply() {
 }
 
 #[test]
+fn ctl_restart_of_the_llm_mid_reply_resumes_rather_than_cuts_the_reply() {
+    let state = StateDir::new();
+    let _sup = on_default_model(&state, STORY_CONFIG);
+    let chat = ChatStream::start(&state, STORY);
+    let first = chat.next(LONG);
+    let first = first["Chunk"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ok(&state.run(&["ctl", "restart", "llm"], LIMIT));
+    let (text, events, stats) = chat.finish(first);
+
+    let kinds: Vec<String> = events.iter().map(event_kind).collect();
+    assert!(kinds.contains(&"ReplyResumed".to_string()), "{kinds:?}");
+    assert_ne!(stats["stop"], "Cancelled", "{stats}");
+    let lines = state.transcript();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(lines[1]["text"], text.as_str());
+    assert_eq!(lines[1]["resumed"], 1);
+    assert_ne!(lines[1]["stop"], "cancelled");
+}
+
+#[test]
 fn a_stopped_or_hung_worker_is_detected_by_heartbeats_and_replaced() {
     let state = StateDir::new();
     let _sup = state.start_supervisor();
