@@ -198,6 +198,14 @@ impl Worker {
         }
     }
 
+    /// Ready to serve (the bridge on hello, the LLM once its model is loaded); a worker
+    /// being stopped stays `Stopping`.
+    fn started(&mut self) {
+        if self.state == WorkerState::Starting {
+            self.state = WorkerState::Running;
+        }
+    }
+
     fn report(&self, profile: &str) -> WorkerReport {
         WorkerReport {
             kind: self.kind,
@@ -699,10 +707,7 @@ impl Supervisor {
                         p.send(load);
                     }
                 } else {
-                    let w = self.worker(kind);
-                    if w.state == WorkerState::Starting {
-                        w.state = WorkerState::Running;
-                    }
+                    self.worker(kind).started();
                 }
                 self.record(
                     Level::Info,
@@ -715,10 +720,7 @@ impl Supervisor {
             FromWorker::Loaded(report) => {
                 p.loaded = true;
                 self.threads_chosen = Some((report.n_threads, Instant::now()));
-                let w = self.worker(kind);
-                if w.state == WorkerState::Starting {
-                    w.state = WorkerState::Running;
-                }
+                self.worker(kind).started();
                 self.record(
                     Level::Info,
                     Some(kind),
