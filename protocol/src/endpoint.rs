@@ -89,7 +89,6 @@ impl Endpoint {
     fn prepare(&self) -> Result<(), Error> {
         #[cfg(unix)]
         {
-            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
             let len = self.path.as_os_str().len();
             if len > MAX_SOCKET_PATH {
                 return Err(Error::PathTooLong {
@@ -99,12 +98,7 @@ impl Endpoint {
                 });
             }
             if let Some(dir) = self.path.parent() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)?;
-                // The directory may predate us with looser bits; fails if it is not ours.
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+                private_dir(dir)?;
             }
         }
         Ok(())
@@ -181,6 +175,22 @@ impl Endpoint {
             .connect_tokio()
             .await?)
     }
+}
+
+/// Creates `dir` (and its parents) readable by the owner only (0700 on Unix), tightening the
+/// mode of a directory that predates us with looser bits; fails if it is not ours.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
 }
 
 /// Completes the accepting side of the handshake on a fresh blocking stream, waiting at most

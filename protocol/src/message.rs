@@ -63,6 +63,7 @@ pub enum WorkerKind {
 }
 
 impl WorkerKind {
+    /// Every kind, in discriminant order (`kind as usize` indexes arrays built from it).
     pub const ALL: [WorkerKind; 2] = [WorkerKind::Llm, WorkerKind::Bridge];
 
     pub fn as_str(self) -> &'static str {
@@ -581,6 +582,20 @@ pub enum WorkerState {
     Stopping,
     Stopped,
     Failed,
+}
+
+impl WorkerState {
+    /// As `mate ctl status` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Running => "running",
+            WorkerState::Backoff => "backoff",
+            WorkerState::Stopping => "stopping",
+            WorkerState::Stopped => "stopped",
+            WorkerState::Failed => "failed",
+        }
+    }
 }
 
 /// How a worker process ended.

@@ -53,17 +53,17 @@ impl Journal {
 
     /// Opens the journal, reading back the last [`KEEP`] events of earlier runs.
     pub fn open(path: PathBuf) -> Journal {
-        let mut recent = VecDeque::with_capacity(KEEP);
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            for line in text.lines() {
-                if let Ok(event) = serde_json::from_str::<Event>(line) {
-                    if recent.len() == KEEP {
-                        recent.pop_front();
-                    }
-                    recent.push_back(event);
-                }
-            }
-        }
+        // Only the newest lines are parsed: a full file holds tens of thousands.
+        let mut recent: VecDeque<Event> = std::fs::read_to_string(&path)
+            .map(|text| {
+                text.lines()
+                    .rev()
+                    .filter_map(|line| serde_json::from_str(line).ok())
+                    .take(KEEP)
+                    .collect()
+            })
+            .unwrap_or_default();
+        recent.make_contiguous().reverse();
         let file = OpenOptions::new().create(true).append(true).open(&path);
         let (file, written) = match file {
             Ok(f) => {

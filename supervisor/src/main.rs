@@ -587,7 +587,7 @@ fn print_status(report: &StatusReport) {
         println!(
             "{:<8} {:<9} {:>8} {:>7}s {:>8}  {:<11} {last}",
             w.kind.as_str(),
-            format!("{:?}", w.state).to_lowercase(),
+            w.state.as_str(),
             pid,
             w.uptime_ms / 1000,
             w.restarts,

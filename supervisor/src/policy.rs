@@ -12,7 +12,7 @@ use std::{collections::VecDeque, time::Duration};
 use tokio::time::Instant;
 
 /// How the supervisor watches and restarts workers (`[supervisor]` in the config).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     /// Heartbeat period.
     pub heartbeat: Duration,
@@ -53,7 +53,7 @@ impl Policy {
 }
 
 /// Exponential backoff between restarts.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     pub initial: Duration,
     pub factor: f64,

@@ -18,7 +18,6 @@
 //! reply already streamed and continues it, and the client sees one answer and an event.
 
 use std::{
-    collections::HashMap,
     fs::File,
     path::{Path, PathBuf},
     process::Stdio,
@@ -287,7 +286,8 @@ impl StateLock {
     pub fn acquire(state_dir: &Path) -> anyhow::Result<StateLock> {
         use std::io::{Read as _, Seek as _, Write as _};
         let run = state_dir.join("run");
-        private_dir(&run).with_context(|| format!("creating {}", run.display()))?;
+        mate_protocol::endpoint::private_dir(&run)
+            .with_context(|| format!("creating {}", run.display()))?;
         let path = run.join(LOCK_FILE);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -322,20 +322,6 @@ impl StateLock {
         let _ = std::fs::remove_file(&self.path);
         drop(self.file);
     }
-}
-
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(dir)
 }
 
 /// Runs the supervisor until a signal or `mate ctl shutdown`.
@@ -385,7 +371,8 @@ struct Supervisor {
     events: mpsc::Sender<Event>,
     journal: Journal,
     transcript: Transcript,
-    workers: HashMap<WorkerKind, Worker>,
+    /// Indexed by `WorkerKind as usize`, in `WorkerKind::ALL` order.
+    workers: [Worker; 2],
     profile: String,
     turn: Option<ActiveTurn>,
     next_request: u64,
@@ -458,10 +445,7 @@ impl Supervisor {
         }
         let now = Instant::now();
         Ok(Supervisor {
-            workers: WorkerKind::ALL
-                .iter()
-                .map(|&k| (k, Worker::new(k)))
-                .collect(),
+            workers: WorkerKind::ALL.map(Worker::new),
             next_heartbeat: now + opts.settings.policy.heartbeat,
             opts,
             endpoint,
@@ -485,13 +469,11 @@ impl Supervisor {
     }
 
     fn finished(&self) -> bool {
-        self.stopping && self.workers.values().all(|w| w.process.is_none())
+        self.stopping && self.workers.iter().all(|w| w.process.is_none())
     }
 
     fn worker(&mut self, kind: WorkerKind) -> &mut Worker {
-        self.workers
-            .get_mut(&kind)
-            .expect("a Worker exists for every WorkerKind")
+        &mut self.workers[kind as usize]
     }
 
     /// The process of `kind` if it is the generation an event is about.
@@ -846,7 +828,7 @@ impl Supervisor {
     }
 
     fn after_crash(&mut self, kind: WorkerKind, status: ExitStatus, ran_for: Duration) {
-        let policy = self.opts.settings.policy.clone();
+        let policy = self.opts.settings.policy;
         let w = self.worker(kind);
         w.last_error = Some(format!("{} unexpectedly", describe_exit(status)));
         if kind == WorkerKind::Llm && status == ExitStatus::Code(EXIT_LOAD_FAILED) {
@@ -923,7 +905,7 @@ impl Supervisor {
     fn next_deadline(&self) -> Instant {
         let policy = &self.opts.settings.policy;
         let mut next = self.next_heartbeat;
-        for w in self.workers.values() {
+        for w in &self.workers {
             next = next.min(w.restart_at.unwrap_or(next));
             if let Some(p) = &w.process {
                 next = next.min(p.kill_at.unwrap_or(next));
@@ -937,7 +919,7 @@ impl Supervisor {
 
     fn tick(&mut self) {
         let now = Instant::now();
-        let policy = self.opts.settings.policy.clone();
+        let policy = self.opts.settings.policy;
         for kind in WorkerKind::ALL {
             let stopping = self.stopping;
             let w = self.worker(kind);
@@ -965,7 +947,7 @@ impl Supervisor {
 
     /// Sends heartbeats and kills workers that stopped answering or stopped making progress.
     fn heartbeats(&mut self, now: Instant) {
-        let policy = self.opts.settings.policy.clone();
+        let policy = self.opts.settings.policy;
         for kind in WorkerKind::ALL {
             let w = self.worker(kind);
             let stalled = w.vitals.llm.as_ref().filter(|v| {
@@ -1250,7 +1232,7 @@ impl Supervisor {
             let why = w.last_error.clone().unwrap_or_else(|| "stopped".into());
             return Err(format!(
                 "the LLM worker is {}: {why}; `mate ctl start llm` starts it again",
-                state_name(w.state)
+                w.state.as_str()
             ));
         }
         self.turn = Some(ActiveTurn {
@@ -1358,9 +1340,9 @@ impl Supervisor {
         StatusReport {
             supervisor_pid: std::process::id(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
-            workers: WorkerKind::ALL
+            workers: self
+                .workers
                 .iter()
-                .filter_map(|k| self.workers.get(k))
                 .map(|w| w.report(&self.profile))
                 .collect(),
             turns: self.transcript.len(),
@@ -1459,7 +1441,7 @@ impl Supervisor {
     fn stop(&mut self, why: &'static str) {
         if self.stopping {
             // Asked twice (a second Ctrl-C): no more grace.
-            for w in self.workers.values_mut() {
+            for w in &mut self.workers {
                 if let Some(p) = &mut w.process {
                     p.kill();
                 }
@@ -1475,13 +1457,7 @@ impl Supervisor {
         );
         self.fail_turn("the supervisor is shutting down".into());
         for kind in WorkerKind::ALL {
-            let w = self.worker(kind);
-            w.restart_at = None;
-            if w.process.is_some() {
-                self.shut_down(kind, Intent::Stop);
-            } else {
-                w.state = WorkerState::Stopped;
-            }
+            self.stop_worker(kind);
         }
     }
 }
@@ -1501,17 +1477,6 @@ fn cancelled_stats() -> GenerationStats {
 
 fn ignored(kind: WorkerKind, what: &str) {
     tracing::warn!(worker = %kind, "ignored {what}");
-}
-
-fn state_name(state: WorkerState) -> &'static str {
-    match state {
-        WorkerState::Starting => "starting",
-        WorkerState::Running => "running",
-        WorkerState::Backoff => "waiting to restart",
-        WorkerState::Stopping => "stopping",
-        WorkerState::Stopped => "stopped",
-        WorkerState::Failed => "failed",
-    }
 }
 
 /// `end_of_text`, `max_tokens`, … as the transcript writes it.

@@ -222,6 +222,12 @@ fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result
         });
         tx.send(&FromWorker::Loaded(report))?;
 
+        let request = |id| Request {
+            id,
+            options: &options,
+            tx,
+            shared,
+        };
         loop {
             match jobs.recv() {
                 Ok(Some(ToWorker::Load {
@@ -236,19 +242,11 @@ fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result
                     request_id,
                     messages,
                     sampling,
-                })) => generate(
-                    &mut session,
-                    request_id,
-                    &messages,
-                    &sampling,
-                    &options,
-                    tx,
-                    shared,
-                )?,
+                })) => request(request_id).generate(&mut session, &messages, &sampling)?,
                 Ok(Some(ToWorker::Ingest {
                     request_id,
                     messages,
-                })) => ingest(&mut session, request_id, &messages, &options, tx, shared)?,
+                })) => request(request_id).ingest(&mut session, &messages)?,
                 Ok(Some(other)) => refuse(tx, other, "the llm worker does not do this")?,
                 Ok(None) | Err(_) => return Ok(()),
             }
@@ -384,65 +382,6 @@ impl Listener for Relay<'_> {
     }
 }
 
-fn generate(
-    session: &mut Session<'_>,
-    request_id: u64,
-    messages: &[ChatMessage],
-    sampling: &Sampling,
-    options: &LlmOptions,
-    tx: &LinkSender,
-    shared: &Shared,
-) -> Result<(), Error> {
-    let request = Request {
-        id: request_id,
-        options,
-        tx,
-        shared,
-    };
-    request.run(
-        session,
-        |session, relay| {
-            session.generate(
-                messages,
-                sampling,
-                &options.fallback_template,
-                options.coalesce,
-                relay,
-            )
-        },
-        |stats| {
-            shared.update(|v| v.last = Some(stats.clone()));
-            FromWorker::Done { request_id, stats }
-        },
-    )
-}
-
-fn ingest(
-    session: &mut Session<'_>,
-    request_id: u64,
-    messages: &[ChatMessage],
-    options: &LlmOptions,
-    tx: &LinkSender,
-    shared: &Shared,
-) -> Result<(), Error> {
-    let request = Request {
-        id: request_id,
-        options,
-        tx,
-        shared,
-    };
-    request.run(
-        session,
-        |session, relay| session.ingest_conversation(messages, &options.fallback_template, relay),
-        |r| FromWorker::Ingested {
-            request_id,
-            prompt_tokens: to_u32(r.prompt_tokens),
-            cached_tokens: to_u32(r.cached_tokens),
-            elapsed_ms: to_u32(r.elapsed.as_millis()),
-        },
-    )
-}
-
 /// What every request shares: its id, where its messages go, and the snapshot after it.
 struct Request<'a> {
     id: u64,
@@ -452,6 +391,46 @@ struct Request<'a> {
 }
 
 impl Request<'_> {
+    fn generate(
+        &self,
+        session: &mut Session<'_>,
+        messages: &[ChatMessage],
+        sampling: &Sampling,
+    ) -> Result<(), Error> {
+        let (request_id, options) = (self.id, self.options);
+        self.run(
+            session,
+            |session, relay| {
+                session.generate(
+                    messages,
+                    sampling,
+                    &options.fallback_template,
+                    options.coalesce,
+                    relay,
+                )
+            },
+            |stats| {
+                self.shared.update(|v| v.last = Some(stats.clone()));
+                FromWorker::Done { request_id, stats }
+            },
+        )
+    }
+
+    fn ingest(&self, session: &mut Session<'_>, messages: &[ChatMessage]) -> Result<(), Error> {
+        let request_id = self.id;
+        let template = &self.options.fallback_template;
+        self.run(
+            session,
+            |session, relay| session.ingest_conversation(messages, template, relay),
+            |r| FromWorker::Ingested {
+                request_id,
+                prompt_tokens: to_u32(r.prompt_tokens),
+                cached_tokens: to_u32(r.cached_tokens),
+                elapsed_ms: to_u32(r.elapsed.as_millis()),
+            },
+        )
+    }
+
     /// Runs `work` with a relay streaming its events, then reports `done(result)` and saves
     /// the snapshot, or reports the failure. A lost supervisor ends the worker.
     fn run<T>(
