@@ -6,9 +6,9 @@
 
 use mate_protocol::{
     AuthToken, AvatarCommand, BridgeStatus, ChatMessage, ChatRole, Event, EventKind, ExitStatus,
-    FromWorker, GenerationStats, Hello, KvType, Level, LlmOptions, LlmPhase, LlmVitals, Profile,
-    Reply, Request, Role, Sampling, StatusReport, StopReason, ToWorker, WorkerKind, WorkerReport,
-    WorkerState, WorkerVitals,
+    FromWorker, GenerationStats, GpuReport, Hello, KvType, Level, LlmOptions, LlmPhase, LlmVitals,
+    Profile, Reply, Request, Role, Sampling, StatusReport, StopReason, ToWorker, WorkerKind,
+    WorkerReport, WorkerState, WorkerVitals,
 };
 
 /// A heartbeat sequence number in the range a long-running supervisor reaches. Varints above
@@ -213,13 +213,26 @@ pub fn reply() -> Vec<(&'static str, Reply)> {
         ("Ok", Reply::Ok),
         (
             "Status",
-            Reply::Status(StatusReport {
+            Reply::Status(Box::new(StatusReport {
                 supervisor_pid: 48_100,
                 uptime_ms: 7_413_550,
                 workers: WorkerKind::ALL.into_iter().map(worker_report).collect(),
                 turns: 86,
                 tokens: 18_304,
-            }),
+                profile: "balanced".to_owned(),
+                ladder: Vec::new(),
+                gpu: GpuReport {
+                    name: None,
+                    simulated: false,
+                    note: Some("no NVIDIA GPU".to_owned()),
+                    reading: None,
+                    alert_percent: 90.0,
+                    critical_percent: 95.0,
+                    auto_downgrade: true,
+                    auto_upgrade: true,
+                },
+                last_decision: None,
+            })),
         ),
         (
             "Chunk",

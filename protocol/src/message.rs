@@ -108,6 +108,9 @@ pub enum Fault {
     Crash,
     /// The worker stops answering, heartbeats included, but stays alive.
     Hang,
+    /// The LLM worker dies the way a GPU out-of-memory kills it: llama.cpp's allocation
+    /// error on stderr, then an abort.
+    OutOfMemory,
 }
 
 /// GPU offload and memory knobs the LLM worker loads a model with. Named profiles
@@ -562,7 +565,9 @@ pub enum Reply {
     Error {
         message: String,
     },
-    Status(StatusReport),
+    /// Boxed: a status with the ladder and the last decision is far larger than the other
+    /// replies, which stream by the thousand.
+    Status(Box<StatusReport>),
     Chunk {
         text: String,
     },
@@ -628,6 +633,76 @@ pub struct StatusReport {
     pub workers: Vec<WorkerReport>,
     pub turns: u64,
     pub tokens: u64,
+    /// The profile the LLM loads now.
+    pub profile: String,
+    /// The profile ladder, highest first, with each rung's estimated VRAM.
+    pub ladder: Vec<Rung>,
+    pub gpu: GpuReport,
+    /// The last profile decision (alert, downgrade, upgrade, explicit change), if any.
+    pub last_decision: Option<Event>,
+}
+
+/// One step of the profile ladder.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rung {
+    pub profile: Profile,
+    /// What the LLM worker is estimated to hold in VRAM with this profile (0 for `cpu`).
+    pub estimated_vram_bytes: u64,
+}
+
+/// The GPU the supervisor watches.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuReport {
+    /// The card's name; `None` when there is no GPU to watch (`note` says why).
+    pub name: Option<String>,
+    /// A simulated GPU from a scenario file, not a real card.
+    pub simulated: bool,
+    /// Why there is no reading ("no NVIDIA GPU: …"), or the last probe error.
+    pub note: Option<String>,
+    pub reading: Option<VramReading>,
+    /// Used VRAM, percent of total, at which an alert is raised and at which the LLM downgrades.
+    pub alert_percent: f32,
+    pub critical_percent: f32,
+    pub auto_downgrade: bool,
+    pub auto_upgrade: bool,
+}
+
+/// One sample of the GPU.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VramReading {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    /// The LLM worker's own share, when the driver reports it.
+    pub llm_bytes: Option<u64>,
+    pub temperature_c: Option<u32>,
+    pub utilization_percent: Option<u32>,
+}
+
+impl VramReading {
+    /// Used VRAM in percent of the total (0 for a card that reports no memory).
+    pub fn used_percent(&self) -> f32 {
+        if self.total_bytes == 0 {
+            return 0.0;
+        }
+        (self.used_bytes as f64 * 100.0 / self.total_bytes as f64) as f32
+    }
+}
+
+/// Why the LLM went down a rung.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DowngradeCause {
+    /// Used VRAM reached the critical threshold.
+    Critical,
+    /// Used VRAM is rising and will cross the critical threshold within a few samples.
+    Trend,
+    /// The worker died of (GPU) out-of-memory.
+    OutOfMemory,
+    /// The worker crashed too often too fast on this profile.
+    CrashLoop,
 }
 
 /// Something that happened, for `mate ctl events`, the journal file and the dashboard's log:
@@ -682,21 +757,33 @@ pub enum EventKind {
         delay_ms: u64,
         attempt: u32,
     },
-    /// Too many restarts too fast: the next one runs on a lower profile.
-    Escalated {
+    /// The LLM goes one rung down the ladder, on its own (`cause`); `reading` is the GPU
+    /// sample the decision was made on.
+    Downgraded {
         from: String,
         to: String,
+        cause: DowngradeCause,
+        reading: Option<VramReading>,
+    },
+    /// VRAM pressure cleared for the cool-down and the higher rung fits again.
+    Upgraded {
+        from: String,
+        to: String,
+        reading: VramReading,
     },
     /// Given up: no more restarts until `mate ctl start`.
     Failed {
         reason: String,
     },
+    /// Asked for (`mate ctl profile`, `ctl restart --profile`).
     ProfileChanged {
         from: String,
         to: String,
     },
+    /// Used VRAM stayed above the alert threshold for several samples, or a downgrade was
+    /// due but automatic downgrades are off.
     VramAlert {
-        used_percent: f32,
+        reading: VramReading,
     },
     ClientAttached {
         role: Role,

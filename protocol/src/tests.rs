@@ -288,7 +288,7 @@ fn reply_samples() -> Vec<Reply> {
         Reply::Error {
             message: "no such profile".into(),
         },
-        Reply::Status(StatusReport {
+        Reply::Status(Box::new(StatusReport {
             supervisor_pid: 4242,
             uptime_ms: 60_000,
             workers: vec![WorkerReport {
@@ -304,7 +304,29 @@ fn reply_samples() -> Vec<Reply> {
             }],
             turns: 10,
             tokens: 999,
-        }),
+            profile: "balanced".into(),
+            ladder: vec![Rung {
+                profile: profile(),
+                estimated_vram_bytes: 3 << 30,
+            }],
+            gpu: GpuReport {
+                name: Some("NVIDIA GeForce RTX 3060".into()),
+                simulated: false,
+                note: None,
+                reading: Some(VramReading {
+                    total_bytes: 6 << 30,
+                    used_bytes: 5 << 30,
+                    llm_bytes: Some(3 << 30),
+                    temperature_c: Some(61),
+                    utilization_percent: Some(87),
+                }),
+                alert_percent: 90.0,
+                critical_percent: 95.0,
+                auto_downgrade: true,
+                auto_upgrade: true,
+            },
+            last_decision: None,
+        })),
         Reply::Chunk {
             text: "Fine, ".into(),
         },

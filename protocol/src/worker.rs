@@ -174,10 +174,19 @@ fn crash_at_start(role: Role, fault_at_start: Option<&str>) -> bool {
 }
 
 /// Carries out an injected fault: `Crash` aborts like a real crash (no unwinding, no goodbye),
-/// `Hang` stops answering anything while staying alive.
+/// `Hang` stops answering anything while staying alive, `OutOfMemory` prints what llama.cpp's
+/// CUDA backend prints when an allocation fails, then aborts as its error path does.
 pub fn inject(fault: Fault) -> ! {
     match fault {
         Fault::Crash => std::process::abort(),
+        Fault::OutOfMemory => {
+            eprintln!(
+                "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 512.00 MiB on device 0: \
+                 cudaMalloc failed: out of memory"
+            );
+            eprintln!("CUDA error: out of memory (injected by mate ctl crash --oom)");
+            std::process::abort()
+        }
         Fault::Hang => loop {
             std::thread::park();
         },

@@ -627,7 +627,7 @@ fn wait_running(
                         .any(|w| w.kind == *k && w.state == WorkerState::Running && w.pid.is_some())
                 });
                 if running {
-                    return Ok(report);
+                    return Ok(*report);
                 }
                 last = Some(report);
             }
@@ -749,7 +749,9 @@ fn follow_restart(
                     attempt,
                 });
             }
-            EventKind::Failed { .. } | EventKind::Escalated { .. } | EventKind::Stopping { .. } => {
+            EventKind::Failed { .. }
+            | EventKind::Downgraded { .. }
+            | EventKind::Stopping { .. } => {
                 bail!("the restart did not go through: [{}]", seen.join("; "))
             }
             _ => {}

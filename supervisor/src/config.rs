@@ -1,14 +1,21 @@
 //! Settings: the TOML file in the platform config dir, overridden by `MATE_*` environment
 //! variables and command-line flags (clap reads both; this module fills in the rest).
 
-use std::path::{Path, PathBuf};
-
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use mate_protocol::{ChatTemplate, Coalesce, LlmOptions, Sampling};
 use serde::Deserialize;
 
-use crate::policy::{Backoff, Policy};
+use crate::{
+    gpu::GpuChoice,
+    ladder::{LadderSpec, ProfileOverride},
+    policy::{Backoff, Policy},
+    pressure::Thresholds,
+};
 
 /// The commented sample, also printed by `mate config sample`.
 pub const SAMPLE: &str = include_str!("../../config/mate.sample.toml");
@@ -27,6 +34,44 @@ pub struct FileConfig {
     pub supervisor: SupervisorConfig,
     #[serde(default)]
     pub chat: ChatConfig,
+    #[serde(default)]
+    pub gpu: GpuConfig,
+    /// `[profiles.NAME]` tables: fields that replace the computed values of a rung.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileOverride>,
+}
+
+/// The `[gpu]` table: what is watched, and when the LLM changes profile.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuConfig {
+    pub monitor: Option<Monitor>,
+    pub device: Option<u32>,
+    /// Simulate the GPU from this scenario file instead of watching a real one.
+    pub scenario: Option<PathBuf>,
+    pub sample_ms: Option<u64>,
+    pub alert_percent: Option<f32>,
+    pub alert_samples: Option<u32>,
+    pub critical_percent: Option<f32>,
+    pub trend_samples: Option<u32>,
+    pub upgrade_below_percent: Option<f32>,
+    pub cooldown_s: Option<u64>,
+    pub crash_limit: Option<u32>,
+    pub crash_window_s: Option<u64>,
+    pub auto_downgrade: Option<bool>,
+    pub auto_upgrade: Option<bool>,
+    pub margin_mb: Option<u64>,
+    pub overhead_mb: Option<u64>,
+    /// Rung names, highest first.
+    pub ladder: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    /// The NVIDIA GPU when there is one.
+    Auto,
+    Off,
 }
 
 /// The `[supervisor]` table: how workers are watched and restarted.
@@ -105,6 +150,9 @@ pub struct Overrides {
     pub model: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub profile: Option<String>,
+    pub gpu_scenario: Option<PathBuf>,
+    pub no_auto_downgrade: bool,
+    pub no_auto_upgrade: bool,
 }
 
 /// Everything a command needs to know, resolved.
@@ -121,6 +169,18 @@ pub struct Settings {
     pub llm: LlmOptions,
     pub policy: Policy,
     pub chat: ChatSettings,
+    pub gpu: GpuSettings,
+}
+
+/// How the GPU is watched and the profile ladder run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuSettings {
+    pub choice: GpuChoice,
+    pub sample: Duration,
+    pub thresholds: Thresholds,
+    pub auto_downgrade: bool,
+    pub auto_upgrade: bool,
+    pub ladder: LadderSpec,
 }
 
 /// What every turn is generated with.
@@ -143,6 +203,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("cannot find a home directory for the default state dir; pass --state-dir")]
     NoHome,
+    #[error("invalid setting: {0}")]
+    Invalid(String),
 }
 
 fn project_dirs() -> Option<directories::ProjectDirs> {
@@ -219,6 +281,7 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
         llm: options,
         policy: policy(&file.supervisor),
         chat: chat(file.chat),
+        gpu: gpu(overrides, file.gpu, file.profiles)?,
         state_dir,
         model: overrides
             .model
@@ -229,7 +292,7 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
             .profile
             .clone()
             .or(file.profile)
-            .unwrap_or_else(|| "cpu".into()),
+            .unwrap_or_else(|| "auto".into()),
         log: std::env::var("MATE_LOG")
             .ok()
             .or(file.log)
@@ -264,6 +327,66 @@ fn policy(c: &SupervisorConfig) -> Policy {
         intensity: c.restart_intensity.unwrap_or(d.intensity),
         period: s(c.restart_period_s, d.period),
     }
+}
+
+fn gpu(
+    overrides: &Overrides,
+    c: GpuConfig,
+    profiles: BTreeMap<String, ProfileOverride>,
+) -> Result<GpuSettings, ConfigError> {
+    let d = Thresholds::default();
+    let percent = |v: Option<f32>, default: f32| v.unwrap_or(default).clamp(1.0, 100.0);
+    let thresholds = Thresholds {
+        alert_percent: percent(c.alert_percent, d.alert_percent),
+        alert_samples: c.alert_samples.unwrap_or(d.alert_samples).clamp(1, 1000),
+        critical_percent: percent(c.critical_percent, d.critical_percent),
+        trend_samples: c.trend_samples.unwrap_or(d.trend_samples).min(1000),
+        upgrade_below_percent: percent(c.upgrade_below_percent, d.upgrade_below_percent),
+        cooldown: c
+            .cooldown_s
+            .map_or(d.cooldown, Duration::from_secs)
+            .min(Duration::from_secs(86_400)),
+        crash_limit: c.crash_limit.unwrap_or(d.crash_limit).max(1),
+        crash_window: c
+            .crash_window_s
+            .map_or(d.crash_window, Duration::from_secs)
+            .min(Duration::from_secs(86_400)),
+    };
+    let t = &thresholds;
+    if !(t.upgrade_below_percent < t.alert_percent && t.alert_percent <= t.critical_percent) {
+        return Err(ConfigError::Invalid(format!(
+            "[gpu] needs upgrade_below_percent < alert_percent <= critical_percent (got {} < \
+             {} <= {}): the gap between them keeps the profile from flapping",
+            t.upgrade_below_percent, t.alert_percent, t.critical_percent
+        )));
+    }
+    let scenario = overrides.gpu_scenario.clone().or(c.scenario);
+    let choice = match (scenario, c.monitor.unwrap_or(Monitor::Auto), c.device) {
+        (Some(path), _, _) => GpuChoice::Simulated(expand_tilde(&path)),
+        (None, Monitor::Off, _) => GpuChoice::Off,
+        (None, Monitor::Auto, Some(device)) => GpuChoice::Nvml { device },
+        (None, Monitor::Auto, None) => GpuChoice::Auto,
+    };
+    let d_ladder = LadderSpec::default();
+    let mb = |v: Option<u64>, default: u64| v.map_or(default, |mb| mb.min(1 << 30) << 20);
+    let ladder = LadderSpec {
+        order: c.ladder.unwrap_or(d_ladder.order),
+        overrides: profiles,
+        margin_bytes: mb(c.margin_mb, d_ladder.margin_bytes),
+        overhead_bytes: mb(c.overhead_mb, d_ladder.overhead_bytes),
+    };
+    ladder.validate().map_err(ConfigError::Invalid)?;
+    Ok(GpuSettings {
+        choice,
+        sample: c
+            .sample_ms
+            .map_or(Duration::from_millis(500), Duration::from_millis)
+            .clamp(Duration::from_millis(50), Duration::from_secs(3600)),
+        thresholds,
+        auto_downgrade: c.auto_downgrade.unwrap_or(true) && !overrides.no_auto_downgrade,
+        auto_upgrade: c.auto_upgrade.unwrap_or(true) && !overrides.no_auto_upgrade,
+        ladder,
+    })
 }
 
 fn chat(c: ChatConfig) -> ChatSettings {
@@ -328,7 +451,7 @@ mod tests {
 
         let s = resolve(&Overrides::default(), FileConfig::default()).expect("resolve");
         assert_eq!(s.model, None);
-        assert_eq!(s.profile, "cpu");
+        assert_eq!(s.profile, "auto");
     }
 
     #[test]
@@ -372,6 +495,43 @@ mod tests {
         let s = resolve(&Overrides::default(), FileConfig::default()).expect("resolve");
         assert_eq!(s.policy, Policy::default());
         assert_eq!(s.chat.system, DEFAULT_SYSTEM_PROMPT);
+    }
+
+    #[test]
+    fn the_gpu_and_profiles_tables_set_the_policy_and_the_ladder() {
+        let file = parse(
+            "[gpu]\nscenario = \"/s.toml\"\ncritical_percent = 97\ncooldown_s = 5\n\
+             ladder = [\"performance\", \"half\", \"cpu\"]\nauto_upgrade = false\n\
+             [profiles.half]\nn_gpu_layers = 10\nkv_type = \"q8_0\"\nflash_attention = true\n",
+            Path::new("c.toml"),
+        )
+        .expect("parse");
+        let flags = Overrides {
+            no_auto_downgrade: true,
+            ..Overrides::default()
+        };
+        let s = resolve(&flags, file).expect("resolve");
+        assert_eq!(s.gpu.choice, GpuChoice::Simulated("/s.toml".into()));
+        assert_eq!(s.gpu.thresholds.critical_percent, 97.0);
+        assert_eq!(s.gpu.thresholds.cooldown, Duration::from_secs(5));
+        assert_eq!(s.gpu.ladder.order, ["performance", "half", "cpu"]);
+        assert_eq!(s.gpu.ladder.overrides["half"].n_gpu_layers, Some(10));
+        assert!(!s.gpu.auto_downgrade && !s.gpu.auto_upgrade);
+
+        let s = resolve(&Overrides::default(), FileConfig::default()).expect("resolve");
+        assert_eq!(s.gpu.choice, GpuChoice::Auto);
+        assert_eq!(s.gpu.thresholds, Thresholds::default());
+        assert!(s.gpu.auto_downgrade && s.gpu.auto_upgrade);
+
+        for bad in [
+            "[gpu]\nalert_percent = 96\n",
+            "[gpu]\nupgrade_below_percent = 92\n",
+            "[gpu]\nladder = [\"turbo\"]\n",
+        ] {
+            let file = parse(bad, Path::new("c.toml")).expect("parse");
+            let err = resolve(&Overrides::default(), file).expect_err(bad);
+            assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+        }
     }
 
     #[test]

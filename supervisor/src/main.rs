@@ -44,17 +44,33 @@ struct GlobalArgs {
     /// GGUF model to load [default: the default model, fetched if missing]
     #[arg(long, global = true, env = "MATE_MODEL", value_name = "PATH")]
     model: Option<PathBuf>,
-    /// GPU profile to start with
+    /// GPU profile to start with: a rung of the ladder (`mate doctor` lists them), or `auto`
+    /// for the highest one that fits next to what the GPU already holds [default: auto]
     #[arg(long, global = true, env = "MATE_PROFILE", value_name = "NAME")]
     profile: Option<String>,
+    /// Simulate the GPU from this scenario file (config/gpu-scenarios/ has examples)
+    #[arg(long, global = true, env = "MATE_GPU_SCENARIO", value_name = "PATH")]
+    gpu_scenario: Option<PathBuf>,
+}
+
+/// How `mate up` / `mate run` may change the LLM's profile on their own.
+#[derive(Debug, Args, Default)]
+struct UpArgs {
+    /// Never lower the profile on VRAM pressure, out-of-memory or crash loops: alert and
+    /// fail loudly instead
+    #[arg(long)]
+    no_auto_downgrade: bool,
+    /// Never raise the profile back when VRAM pressure clears
+    #[arg(long)]
+    no_auto_upgrade: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the supervisor in the foreground, headless (logs in <state-dir>/logs)
-    Up,
+    Up(UpArgs),
     /// Run the supervisor with the dashboard attached (until the dashboard exists: same as `up`)
-    Run,
+    Run(UpArgs),
     /// Talk to a running supervisor
     Ctl {
         #[command(subcommand)]
@@ -70,7 +86,8 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// CPU, memory and GPU facts, and the settings mate recommends for them
+    /// CPU, memory, GPU and model facts, the profile ladder with each rung's estimated VRAM,
+    /// and the settings mate recommends for them
     Doctor {
         #[arg(long)]
         json: bool,
@@ -132,7 +149,12 @@ enum CtlCommand {
     /// Stop the supervisor and its workers
     Shutdown,
     /// Fault injection: the worker aborts itself, as a crash would
-    Crash { worker: WorkerKind },
+    Crash {
+        worker: WorkerKind,
+        /// Die as a GPU out-of-memory kills the LLM worker (llama.cpp's error, then abort)
+        #[arg(long)]
+        oom: bool,
+    },
     /// Fault injection: the worker stops answering (heartbeats included) but stays alive
     Hang { worker: WorkerKind },
 }
@@ -237,11 +259,18 @@ fn main() -> ExitCode {
 }
 
 fn settings(global: &GlobalArgs) -> Result<Settings, Failure> {
+    up_settings(global, &UpArgs::default())
+}
+
+fn up_settings(global: &GlobalArgs, up: &UpArgs) -> Result<Settings, Failure> {
     let overrides = Overrides {
         config: global.config.clone(),
         model: global.model.clone(),
         state_dir: global.state_dir.clone(),
         profile: global.profile.clone(),
+        gpu_scenario: global.gpu_scenario.clone(),
+        no_auto_downgrade: up.no_auto_downgrade,
+        no_auto_upgrade: up.no_auto_upgrade,
     };
     let file = config::load(overrides.config.as_deref())?;
     Ok(config::resolve(&overrides, file)?)
@@ -250,7 +279,7 @@ fn settings(global: &GlobalArgs) -> Result<Settings, Failure> {
 fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Worker { kind, endpoint } => run_worker(kind, endpoint),
-        Command::Up | Command::Run => up(settings(&cli.global)?),
+        Command::Up(args) | Command::Run(args) => up(up_settings(&cli.global, &args)?),
         Command::Ctl { command } => run_ctl(&settings(&cli.global)?, command),
         Command::Model { command } => run_model(&settings(&cli.global)?, command),
         Command::Doctor { json } => doctor(&settings(&cli.global)?, json),
@@ -397,9 +426,13 @@ fn run_ctl(settings: &Settings, command: CtlCommand) -> Result<(), Failure> {
         CtlCommand::Profile { name } => Request::SetProfile { name },
         CtlCommand::Cancel => Request::Cancel,
         CtlCommand::Shutdown => Request::Shutdown,
-        CtlCommand::Crash { worker } => Request::Inject {
+        CtlCommand::Crash { worker, oom } => Request::Inject {
             worker,
-            fault: Fault::Crash,
+            fault: if oom {
+                Fault::OutOfMemory
+            } else {
+                Fault::Crash
+            },
         },
         CtlCommand::Hang { worker } => Request::Inject {
             worker,
@@ -573,6 +606,55 @@ fn print_status(report: &StatusReport) {
         report.turns,
         report.tokens
     );
+    let gpu = &report.gpu;
+    match (&gpu.name, &gpu.reading) {
+        (Some(name), Some(r)) => println!(
+            "gpu {name}{}: {:.1}% of {} used{}  (alert {:.0}%, critical {:.0}%)",
+            if gpu.simulated { " (simulated)" } else { "" },
+            r.used_percent(),
+            supervisor::gib(r.total_bytes),
+            r.llm_bytes
+                .map(|b| format!(", {} by the LLM", supervisor::gib(b)))
+                .unwrap_or_default(),
+            gpu.alert_percent,
+            gpu.critical_percent
+        ),
+        _ => println!("gpu {}", gpu.note.as_deref().unwrap_or("none")),
+    }
+    let ladder: Vec<String> = report
+        .ladder
+        .iter()
+        .map(|r| {
+            let mark = if r.profile.name == report.profile {
+                "*"
+            } else {
+                ""
+            };
+            format!(
+                "{mark}{} {}",
+                r.profile.name,
+                supervisor::gib(r.estimated_vram_bytes)
+            )
+        })
+        .collect();
+    println!(
+        "profile {}  ladder: {}{}{}",
+        report.profile,
+        ladder.join(" > "),
+        if gpu.auto_downgrade {
+            ""
+        } else {
+            "  (no auto downgrade)"
+        },
+        if gpu.auto_upgrade {
+            ""
+        } else {
+            "  (no auto upgrade)"
+        }
+    );
+    if let Some(d) = &report.last_decision {
+        println!("last decision {}: {}", format_utc(d.at_ms), d.message);
+    }
     println!(
         "{:<8} {:<9} {:>8} {:>8} {:>8}  {:<11} LAST EXIT / ERROR",
         "WORKER", "STATE", "PID", "UPTIME", "RESTARTS", "PROFILE"
@@ -629,10 +711,11 @@ fn installed_model(settings: &Settings) -> Result<Option<PathBuf>, Failure> {
 
 #[cfg(feature = "llm")]
 fn doctor(settings: &Settings, json: bool) -> Result<(), Failure> {
+    use mate::{gpu, ladder, supervisor::gib};
     use mate_worker_llm::{cpu::CpuFacts, engine};
     let facts = CpuFacts::sample(std::time::Duration::from_millis(500));
     let devices = engine::devices()?;
-    let gpus: Vec<_> = devices.iter().filter(|d| d.backend != "CPU").collect();
+    let gpu_backends: Vec<_> = devices.iter().filter(|d| d.backend != "CPU").collect();
     let model = installed_model(settings)?;
     let model_bytes = model
         .as_ref()
@@ -644,16 +727,48 @@ fn doctor(settings: &Settings, json: bool) -> Result<(), Failure> {
         facts.generation_threads()
     };
     let mlock = model_bytes > 0 && facts.mlock_is_safe(model_bytes);
-    let profile = if gpus.is_empty() { "cpu" } else { "balanced" };
+
+    // The GPU as the supervisor would see it, and the ladder it would compute.
+    let (gpu_info, reading, gpu_note) = match gpu::open(&settings.gpu.choice) {
+        Ok(mut probe) => {
+            let info = probe.info().clone();
+            match probe.sample(None) {
+                Ok(r) => (Some(info), Some(r), None),
+                Err(e) => (Some(info), None, Some(e)),
+            }
+        }
+        Err(note) => (None, None, Some(note)),
+    };
+    let below = settings.gpu.thresholds.upgrade_below_percent;
+    let plan = match &model {
+        Some(path) => Some(
+            ladder::plan(
+                &settings.gpu.ladder,
+                path,
+                gpu_info.as_ref().map(|g| g.total_bytes),
+                reading.as_ref(),
+                &settings.profile,
+                below,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+        None => None,
+    };
+
     if json {
         let report = serde_json::json!({
             "cpu": facts,
             "devices": devices,
-            "gpu": if gpus.is_empty() { serde_json::Value::Null } else { serde_json::json!(gpus) },
+            "gpu": gpu_info,
+            "gpu_reading": reading,
+            "gpu_note": gpu_note,
             "model": model,
             "model_bytes": model_bytes,
+            "model_facts": plan.as_ref().and_then(|p| p.facts.as_ref().ok()),
+            "ladder": plan.as_ref().map(|p| &p.ladder),
             "recommended": {
-                "profile": profile,
+                "profile": plan.as_ref().map(|p| &p.start),
+                "profile_source": if settings.profile == "auto" { "suggested" } else { "config" },
                 "threads": threads,
                 "threads_source": if settings.threads > 0 { "config" } else { "cpu rule" },
                 "batch_threads": facts.batch_threads(),
@@ -677,24 +792,91 @@ fn doctor(settings: &Settings, json: bool) -> Result<(), Failure> {
         facts.total_memory >> 20,
         facts.available_memory >> 20
     );
-    if gpus.is_empty() {
-        println!("GPU      none this build of llama.cpp can use (CPU-only build; GPU builds: --features cuda or vulkan)");
+    match (&gpu_info, &reading) {
+        (Some(g), Some(r)) => println!(
+            "GPU      {}{}: {} total, {} used ({:.0}%){}",
+            g.name,
+            if g.simulated { " (simulated)" } else { "" },
+            gib(r.total_bytes),
+            gib(r.used_bytes),
+            r.used_percent(),
+            r.temperature_c
+                .map(|t| format!(", {t} °C"))
+                .unwrap_or_default()
+        ),
+        (Some(g), None) => println!(
+            "GPU      {}: no reading ({})",
+            g.name,
+            gpu_note.as_deref().unwrap_or("unknown error")
+        ),
+        (None, _) => println!("GPU      {}", gpu_note.as_deref().unwrap_or("none")),
     }
-    for d in &gpus {
+    if gpu_backends.is_empty() {
         println!(
-            "GPU      {} {} ({} MiB, {} MiB free)",
+            "offload  this build of llama.cpp is CPU-only: GPU layers run on the CPU (GPU \
+             builds: --features cuda or vulkan)"
+        );
+    }
+    for d in &gpu_backends {
+        println!(
+            "offload  {} {} ({} MiB, {} MiB free)",
             d.backend,
             d.description,
             d.memory_total >> 20,
             d.memory_free >> 20
         );
     }
-    match &model {
-        Some(p) => println!("model    {} ({} MB)", p.display(), model_bytes / 1_000_000),
-        None => println!("model    not installed (`mate model fetch`)"),
+    match (&model, &plan) {
+        (Some(p), Some(plan)) => {
+            print!("model    {} ({} MB)", p.display(), model_bytes / 1_000_000);
+            match &plan.facts {
+                Ok(f) => println!(
+                    ": {}, {} layers, {} context",
+                    f.architecture, f.n_layer, f.n_ctx_train
+                ),
+                Err(e) => println!(": cannot read its header ({e})"),
+            }
+            println!(
+                "ladder   {:<12} {:>6} {:>6} {:>6} {:>5} {:>6} {:>9}",
+                "PROFILE", "LAYERS", "CTX", "BATCH", "KV", "FLASH", "EST. VRAM"
+            );
+            for rung in &plan.ladder {
+                let p = &rung.profile;
+                let fits = match &reading {
+                    Some(r) if rung.estimated_vram_bytes > 0 => {
+                        let used = r.used_bytes + rung.estimated_vram_bytes;
+                        if used as f64 <= r.total_bytes as f64 * f64::from(below) / 100.0 {
+                            "fits now"
+                        } else {
+                            "does not fit now"
+                        }
+                    }
+                    _ => "",
+                };
+                println!(
+                    "         {:<12} {:>6} {:>6} {:>6} {:>5} {:>6} {:>9}  {fits}",
+                    p.name,
+                    p.n_gpu_layers,
+                    p.n_ctx,
+                    p.n_batch,
+                    format!("{:?}", p.kv_type).to_lowercase(),
+                    if p.flash_attention { "on" } else { "off" },
+                    gib(rung.estimated_vram_bytes),
+                );
+            }
+        }
+        _ => println!("model    not installed (`mate model fetch`)"),
     }
+    let profile = match &plan {
+        Some(plan) if plan.suggested => format!(
+            "profile {} (the highest rung that keeps the GPU below {below:.0}%)",
+            plan.start
+        ),
+        Some(plan) => format!("profile {} (from the config or --profile)", plan.start),
+        None => "profile: install a model first".into(),
+    };
     println!(
-        "suggest  profile {profile}, {threads} generation threads ({}), {} batch threads, mlock {}",
+        "suggest  {profile}, {threads} generation threads ({}), {} batch threads, mlock {}",
         if settings.threads > 0 {
             "from the config"
         } else {

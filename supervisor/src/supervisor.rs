@@ -11,7 +11,13 @@
 //! worker's exit is noticed at once (its waiter task wakes on SIGCHLD); a worker that stops
 //! answering heartbeats, or that makes no progress while decoding, is killed. What an exit
 //! means depends on what the supervisor asked for ([`Intent`]); an unexpected exit goes to the
-//! restart policy (`policy`), which backs off, escalates to a lower profile, or gives up.
+//! restart policy (`policy`), which backs off, lowers the profile, or gives up.
+//!
+//! GPU: a sampler thread reads the GPU (`gpu`) and hands each reading to the loop, where the
+//! VRAM policy (`pressure`) may raise an alert or move the LLM one rung down or up the profile
+//! ladder (`ladder`). A rung change restarts the LLM at its next token boundary and the reply
+//! in progress resumes, as after a crash. Every decision is an event with its reason and the
+//! reading it was made on.
 //!
 //! The conversation (`session`) belongs to the supervisor. A turn in progress survives the LLM
 //! worker: when it dies mid-reply, the next worker gets the conversation plus the part of the
@@ -21,15 +27,16 @@ use std::{
     fs::File,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use anyhow::Context as _;
 use mate_protocol::{
-    handshake::TOKEN_ENV, AuthToken, ChatMessage, ChatRole, Endpoint, EventKind, ExitStatus,
-    FromWorker, GenerationStats, Level, Profile, Reply, Request, Role, StatusReport, StopReason,
-    ToWorker, WorkerKind, WorkerReport, WorkerState, WorkerVitals, EXIT_LOAD_FAILED,
+    handshake::TOKEN_ENV, AuthToken, ChatMessage, ChatRole, DowngradeCause, Endpoint,
+    Event as JournalEvent, EventKind, ExitStatus, FromWorker, GenerationStats, GpuReport, Level,
+    Reply, Request, Role, Rung, StatusReport, StopReason, ToWorker, VramReading, WorkerKind,
+    WorkerReport, WorkerState, WorkerVitals, EXIT_LOAD_FAILED,
 };
 use tokio::{
     sync::{mpsc, oneshot},
@@ -39,8 +46,11 @@ use tracing::{debug, info};
 
 use crate::{
     config::Settings,
+    gpu::{self, GpuChoice, GpuProbe, LlmFootprint},
     journal::{now_ms, Journal},
+    ladder::{self, unknown_profile},
     policy::{Decision, Restarts},
+    pressure::{Pressure, Verdict},
     server::{self, Auth},
     session::{self, Transcript},
 };
@@ -56,35 +66,6 @@ pub fn control_token_path(state_dir: &Path) -> PathBuf {
 
 /// How long the thread count the CPU rule chose for one LLM load is reused by the next.
 const THREADS_REUSE: Duration = Duration::from_secs(120);
-
-/// The profile ladder, highest first. Until the GPU issue computes real profiles, every rung
-/// loads CPU-only; escalation already walks down it.
-pub const LADDER: [&str; 4] = ["performance", "balanced", "low_memory", "cpu"];
-
-/// The next lower rung, if any.
-pub fn lower_profile(name: &str) -> Option<&'static str> {
-    let at = LADDER.iter().position(|p| *p == name)?;
-    LADDER.get(at + 1).copied()
-}
-
-fn check_profile(name: &str) -> Result<(), String> {
-    if LADDER.contains(&name) {
-        Ok(())
-    } else {
-        Err(format!(
-            "unknown profile {name:?}: expected one of {}",
-            LADDER.join(", ")
-        ))
-    }
-}
-
-/// Until the profile ladder exists (issue 5), every profile name loads CPU-only.
-fn profile_named(name: &str) -> Profile {
-    Profile {
-        name: name.into(),
-        ..Profile::cpu(4096)
-    }
-}
 
 /// Everything that can happen to the supervisor.
 #[derive(Debug)]
@@ -115,6 +96,8 @@ pub enum Event {
     },
     /// A connection was refused (bad token, garbage, flood, foreign user).
     Rejected(String),
+    /// A GPU reading, or why there is none this time.
+    Gpu(Result<VramReading, String>),
     Stop(&'static str),
 }
 
@@ -151,6 +134,11 @@ struct Process {
     kill_at: Option<Instant>,
     /// SIGKILL was sent: only its exit is still to come.
     killed: bool,
+    /// LLM: the profile it loaded.
+    profile: Option<String>,
+    /// Where this process's output starts in the worker's log files (stderr, tracing), so an
+    /// exit can be explained from what it wrote last.
+    log_starts: [u64; 2],
 }
 
 impl Process {
@@ -206,6 +194,11 @@ impl Worker {
     }
 
     fn report(&self, profile: &str) -> WorkerReport {
+        let profile = self
+            .process
+            .as_ref()
+            .and_then(|p| p.profile.as_deref())
+            .unwrap_or(profile);
         WorkerReport {
             kind: self.kind,
             state: self.state,
@@ -337,10 +330,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     info!(endpoint = %endpoint.path().display(), "listening");
 
     let (events, mut inbox) = mpsc::channel::<Event>(1024);
-    let accept = tokio::spawn(server::accept_loop(listener, auth.clone(), events.clone()));
+    let (probe, gpu) = open_gpu(&opts.settings.gpu.choice)?;
+    let mut sup = Supervisor::new(opts, endpoint.clone(), auth.clone(), events.clone(), gpu)?;
+    let accept = tokio::spawn(server::accept_loop(listener, auth, events.clone()));
     tokio::spawn(forward_signals(events.clone()));
-
-    let mut sup = Supervisor::new(opts, endpoint.clone(), auth, events)?;
+    if let Some(probe) = probe {
+        let footprint = sup.footprint.clone();
+        let every = sup.opts.settings.gpu.sample;
+        let events = events.clone();
+        gpu::sample_every(probe, every, footprint, move |reading| {
+            events.blocking_send(Event::Gpu(reading)).is_ok()
+        })
+        .context("starting the GPU sampler thread")?;
+    }
     sup.start();
     while !sup.finished() {
         let deadline = sup.next_deadline();
@@ -364,6 +366,50 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The GPU as the supervisor knows it.
+#[derive(Debug)]
+struct GpuState {
+    name: Option<String>,
+    simulated: bool,
+    total_bytes: Option<u64>,
+    /// Why there is no GPU to watch, or the last sample's error.
+    note: Option<String>,
+    reading: Option<VramReading>,
+}
+
+/// Opens the configured probe and takes a first reading (the starting profile is chosen from
+/// it). No NVIDIA GPU is not an error; a broken scenario file is.
+fn open_gpu(choice: &GpuChoice) -> anyhow::Result<(Option<Box<dyn GpuProbe>>, GpuState)> {
+    match gpu::open(choice) {
+        Ok(mut probe) => {
+            let info = probe.info().clone();
+            let (reading, note) = match probe.sample(None) {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e)),
+            };
+            let state = GpuState {
+                name: Some(info.name),
+                simulated: info.simulated,
+                total_bytes: Some(info.total_bytes),
+                note,
+                reading,
+            };
+            Ok((Some(probe), state))
+        }
+        Err(note) if matches!(choice, GpuChoice::Simulated(_)) => anyhow::bail!(note),
+        Err(note) => Ok((
+            None,
+            GpuState {
+                name: None,
+                simulated: false,
+                total_bytes: None,
+                note: Some(note),
+                reading: None,
+            },
+        )),
+    }
+}
+
 struct Supervisor {
     opts: Options,
     endpoint: Endpoint,
@@ -373,7 +419,17 @@ struct Supervisor {
     transcript: Transcript,
     /// Indexed by `WorkerKind as usize`, in `WorkerKind::ALL` order.
     workers: [Worker; 2],
+    /// The profile ladder, highest first.
+    ladder: Vec<Rung>,
+    /// The rung the LLM loads now.
     profile: String,
+    /// The highest rung automatic upgrades go back to: the one the user asked for.
+    ceiling: usize,
+    pressure: Pressure,
+    gpu: GpuState,
+    /// What the GPU sampler needs to know about the LLM worker.
+    footprint: Arc<Mutex<Option<LlmFootprint>>>,
+    last_decision: Option<JournalEvent>,
     turn: Option<ActiveTurn>,
     next_request: u64,
     started: Instant,
@@ -398,6 +454,7 @@ impl Supervisor {
         endpoint: Endpoint,
         auth: Arc<Auth>,
         events: mpsc::Sender<Event>,
+        gpu: GpuState,
     ) -> anyhow::Result<Supervisor> {
         let state_dir = &opts.settings.state_dir;
         let mut journal = Journal::open(Journal::path_in(state_dir));
@@ -439,12 +496,55 @@ impl Supervisor {
                 message,
             );
         }
-        let profile = opts.settings.profile.clone();
-        if let Err(e) = check_profile(&profile) {
-            anyhow::bail!("{e} (from --profile, MATE_PROFILE or the config file)");
+        let gpu_settings = &opts.settings.gpu;
+        let plan = ladder::plan(
+            &gpu_settings.ladder,
+            &opts.model,
+            gpu.total_bytes,
+            gpu.reading.as_ref(),
+            &opts.settings.profile,
+            gpu_settings.thresholds.upgrade_below_percent,
+        )
+        .map_err(|e| anyhow::anyhow!("{e} (from --profile, MATE_PROFILE or the config file)"))?;
+        if let Err(e) = &plan.facts {
+            // The LLM worker will say what is wrong with the file when it loads it.
+            journal.record(
+                Level::Warn,
+                None,
+                EventKind::Notice,
+                format!("cannot estimate VRAM per profile: {e}"),
+            );
         }
+        let ladder::Plan {
+            ladder,
+            start: profile,
+            ceiling,
+            suggested,
+            ..
+        } = plan;
+        let how = if suggested {
+            "suggested for this GPU"
+        } else {
+            "asked for"
+        };
+        journal.record(
+            Level::Info,
+            None,
+            EventKind::Notice,
+            format!(
+                "{}; ladder: {}; starting on {profile} ({how})",
+                describe_gpu(&gpu),
+                describe_ladder(&ladder)
+            ),
+        );
         let now = Instant::now();
         Ok(Supervisor {
+            ladder,
+            ceiling,
+            pressure: Pressure::new(gpu_settings.thresholds),
+            gpu,
+            footprint: Arc::new(Mutex::new(None)),
+            last_decision: None,
             workers: WorkerKind::ALL.map(Worker::new),
             next_heartbeat: now + opts.settings.policy.heartbeat,
             opts,
@@ -528,6 +628,7 @@ impl Supervisor {
                 format!("{role} attached (pid {pid})"),
             ),
             Event::Rejected(reason) => self.journal.rejected(&reason),
+            Event::Gpu(reading) => self.on_gpu(reading),
             Event::Stop(why) => self.stop(why),
         }
     }
@@ -568,6 +669,7 @@ impl Supervisor {
         let state_dir = &self.opts.settings.state_dir;
         let logs = state_dir.join("logs");
         std::fs::create_dir_all(&logs)?;
+        let log_starts = worker_logs(state_dir, kind).map(|p| file_len(&p));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -628,6 +730,8 @@ impl Supervisor {
             unanswered: 0,
             kill_at: None,
             killed: false,
+            profile: None,
+            log_starts,
         })
     }
 
@@ -701,7 +805,17 @@ impl Supervisor {
             FromWorker::Heartbeat { vitals, .. } => self.worker(kind).vitals = vitals,
             FromWorker::Loaded(report) => {
                 p.loaded = true;
+                p.profile = Some(report.profile.clone());
+                let pid = p.pid.unwrap_or(0);
                 self.threads_chosen = Some((report.n_threads, Instant::now()));
+                let estimated_bytes = self
+                    .rung(&report.profile)
+                    .map_or(0, |r| r.estimated_vram_bytes);
+                self.set_footprint(Some(LlmFootprint {
+                    pid,
+                    estimated_bytes,
+                }));
+                self.pressure.settled();
                 self.worker(kind).started();
                 self.record(
                     Level::Info,
@@ -760,7 +874,11 @@ impl Supervisor {
 
     /// What the LLM worker loads: the model with the current profile.
     fn load_message(&self) -> ToWorker {
-        let mut profile = profile_named(&self.profile);
+        let mut profile = match self.rung(&self.profile) {
+            Some(rung) => rung.profile.clone(),
+            // Never: the current profile is always a rung.
+            None => mate_protocol::Profile::cpu(ladder::DEFAULT_N_CTX),
+        };
         profile.n_threads = self.opts.settings.threads;
         if profile.n_threads == 0 {
             // A restart soon after a load reuses that load's choice instead of sampling the
@@ -800,6 +918,7 @@ impl Supervisor {
             ),
         );
         if kind == WorkerKind::Llm {
+            self.set_footprint(None);
             if let Some(turn) = &mut self.turn {
                 // Whatever it was working on is lost; the next process continues the reply.
                 if let Some(id) = turn.request_id.take() {
@@ -823,22 +942,47 @@ impl Supervisor {
                 self.end_turn_if_llm_gone(kind);
             }
             Intent::None if self.stopping => self.worker(kind).state = WorkerState::Stopped,
-            Intent::None => self.after_crash(kind, status, ran_for),
+            Intent::None => self.after_crash(kind, status, ran_for, &p.log_starts),
         }
     }
 
-    fn after_crash(&mut self, kind: WorkerKind, status: ExitStatus, ran_for: Duration) {
+    fn after_crash(
+        &mut self,
+        kind: WorkerKind,
+        status: ExitStatus,
+        ran_for: Duration,
+        log_starts: &[u64; 2],
+    ) {
         let policy = self.opts.settings.policy;
-        let w = self.worker(kind);
-        w.last_error = Some(format!("{} unexpectedly", describe_exit(status)));
-        if kind == WorkerKind::Llm && status == ExitStatus::Code(EXIT_LOAD_FAILED) {
-            // Out of memory creating the context: the same profile would fail again.
-            return self.escalate(kind, "could not create its context (out of memory)");
+        let now = Instant::now();
+        self.worker(kind).last_error = Some(format!("{} unexpectedly", describe_exit(status)));
+        if kind == WorkerKind::Llm {
+            let oom = if status == ExitStatus::Code(EXIT_LOAD_FAILED) {
+                Some("could not create its context".to_string())
+            } else {
+                out_of_memory_line(&self.opts.settings.state_dir, log_starts)
+            };
+            if let Some(line) = oom {
+                // The same profile would run out again: straight to the next lower one.
+                self.worker(kind).last_error = Some(format!("out of memory: {line}"));
+                let why = format!("ran out of memory ({line})");
+                return self.downgrade_or_fail(DowngradeCause::OutOfMemory, None, &why);
+            }
+            let th = *self.pressure.thresholds();
+            if self.pressure.crashed(now.into_std()) && self.can_downgrade() {
+                let why = format!(
+                    "crashed {} times within {} s",
+                    th.crash_limit,
+                    th.crash_window.as_secs()
+                );
+                return self.downgrade_or_fail(DowngradeCause::CrashLoop, None, &why);
+            }
         }
-        match w.history.after_crash(&policy, Instant::now(), ran_for) {
+        let w = self.worker(kind);
+        match w.history.after_crash(&policy, now, ran_for) {
             Decision::Restart { delay, attempt } => {
                 w.state = WorkerState::Backoff;
-                w.restart_at = Some(Instant::now() + delay);
+                w.restart_at = Some(now + delay);
                 let delay_ms = delay.as_millis() as u64;
                 self.record(
                     Level::Warn,
@@ -853,35 +997,195 @@ impl Supervisor {
                     restarts + 1,
                     policy.period.as_secs()
                 );
-                self.escalate(kind, &why);
+                if kind == WorkerKind::Llm {
+                    self.downgrade_or_fail(DowngradeCause::CrashLoop, None, &why);
+                } else {
+                    let last = self.worker(kind).last_error.clone().unwrap_or_default();
+                    self.fail(kind, format!("the {kind} worker {why} ({last})"));
+                }
             }
         }
     }
 
-    /// The restart policy gave up on this profile: the LLM goes one rung down the ladder,
-    /// anything else (or the LLM on the last rung) fails.
-    fn escalate(&mut self, kind: WorkerKind, why: &str) {
-        let lower = (kind == WorkerKind::Llm)
-            .then(|| lower_profile(&self.profile))
-            .flatten();
-        let Some(lower) = lower else {
-            let last = self.worker(kind).last_error.clone().unwrap_or_default();
-            return self.fail(kind, format!("the {kind} worker {why} ({last})"));
-        };
-        let from = std::mem::replace(&mut self.profile, lower.to_string());
-        self.record(
+    // ---- the profile ladder --------------------------------------------------------------
+
+    fn rung(&self, name: &str) -> Option<&Rung> {
+        self.ladder.iter().find(|r| r.profile.name == name)
+    }
+
+    fn rung_index(&self) -> usize {
+        self.ladder
+            .iter()
+            .position(|r| r.profile.name == self.profile)
+            .unwrap_or(self.ladder.len() - 1)
+    }
+
+    fn can_downgrade(&self) -> bool {
+        self.opts.settings.gpu.auto_downgrade && self.rung_index() + 1 < self.ladder.len()
+    }
+
+    fn set_footprint(&self, llm: Option<LlmFootprint>) {
+        *self
+            .footprint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = llm;
+    }
+
+    /// Records a profile decision: an event, and the status's last decision.
+    fn decide(&mut self, level: Level, kind: EventKind, message: String) {
+        let event = self
+            .journal
+            .record(level, Some(WorkerKind::Llm), kind, message);
+        if let Some(turn) = &mut self.turn {
+            turn.tell(Reply::Event(event.clone()));
+        }
+        self.last_decision = Some(event);
+    }
+
+    /// Moves the LLM one rung down and restarts it there (at its next token boundary when
+    /// it is generating). On the lowest rung, or with automatic downgrades off, the worker
+    /// fails instead: the failure is loud, as those users asked. After a downgrade for VRAM
+    /// pressure the LLM may climb back when the pressure clears; after one for a crash of the
+    /// rung itself (out of memory, a crash loop), it stays below that rung until the user
+    /// picks a profile.
+    fn downgrade_or_fail(
+        &mut self,
+        cause: DowngradeCause,
+        reading: Option<VramReading>,
+        why: &str,
+    ) {
+        if !self.can_downgrade() {
+            let last = self.worker(WorkerKind::Llm).last_error.clone();
+            let hint = if self.opts.settings.gpu.auto_downgrade {
+                "it is on the lowest profile".to_string()
+            } else {
+                "automatic downgrades are off".to_string()
+            };
+            let mut reason = format!("the llm worker {why}; {hint}");
+            if let Some(last) = last.filter(|l| !why.contains(l.as_str())) {
+                reason.push_str(&format!(" (last error: {last})"));
+            }
+            return self.fail(WorkerKind::Llm, reason);
+        }
+        let lower = self.rung_index() + 1;
+        if matches!(
+            cause,
+            DowngradeCause::OutOfMemory | DowngradeCause::CrashLoop
+        ) {
+            // The rung itself failed, not the room around it: automatic upgrades stop below
+            // it until the user picks a profile again.
+            self.ceiling = self.ceiling.max(lower);
+        }
+        let to = self.ladder[lower].profile.name.clone();
+        let from = std::mem::replace(&mut self.profile, to.clone());
+        self.decide(
             Level::Warn,
-            Some(kind),
-            EventKind::Escalated {
+            EventKind::Downgraded {
                 from: from.clone(),
-                to: lower.to_string(),
+                to: to.clone(),
+                cause,
+                reading,
             },
-            format!("the {kind} worker {why}: lowering the profile from {from} to {lower}"),
+            format!("the llm worker {why}: lowering the profile from {from} to {to}"),
         );
-        let w = self.worker(kind);
-        w.history.clear();
-        w.restarts += 1;
-        self.spawn(kind);
+        self.respawn(WorkerKind::Llm);
+    }
+
+    /// The LLM runs, on the current profile, and is not being replaced: readings describe it.
+    fn llm_settled(&self) -> bool {
+        self.workers[WorkerKind::Llm as usize]
+            .process
+            .as_ref()
+            .is_some_and(|p| {
+                p.loaded
+                    && p.intent == Intent::None
+                    && p.kill_at.is_none()
+                    && !p.killed
+                    && p.profile.as_deref() == Some(self.profile.as_str())
+            })
+    }
+
+    fn on_gpu(&mut self, reading: Result<VramReading, String>) {
+        let reading = match reading {
+            Ok(reading) => reading,
+            Err(e) => {
+                if self.gpu.note.as_ref() != Some(&e) {
+                    self.journal.record(
+                        Level::Warn,
+                        None,
+                        EventKind::Notice,
+                        format!("cannot read the GPU: {e}"),
+                    );
+                    self.gpu.note = Some(e);
+                }
+                return;
+            }
+        };
+        self.gpu.note = None;
+        self.gpu.reading = Some(reading);
+        if !self.llm_settled() {
+            return;
+        }
+        let at = self.rung_index();
+        let extra = (at > self.ceiling).then(|| {
+            let (higher, now) = (&self.ladder[at - 1], &self.ladder[at]);
+            higher
+                .estimated_vram_bytes
+                .saturating_sub(now.estimated_vram_bytes)
+        });
+        let used = describe_reading(&reading);
+        match self
+            .pressure
+            .sample(Instant::now().into_std(), &reading, extra)
+        {
+            Verdict::Nothing => {}
+            Verdict::Alert(why) => self.decide(
+                Level::Warn,
+                EventKind::VramAlert { reading },
+                format!("{why} ({used})"),
+            ),
+            Verdict::Downgrade { cause, why } if self.can_downgrade() => {
+                self.downgrade_or_fail(
+                    cause,
+                    Some(reading),
+                    &format!("needs room: {why} ({used})"),
+                );
+            }
+            Verdict::Downgrade { why, .. } => {
+                if self.pressure.hold() {
+                    let hint = if self.opts.settings.gpu.auto_downgrade {
+                        format!(
+                            "the LLM is already on the lowest profile ({})",
+                            self.profile
+                        )
+                    } else {
+                        "automatic downgrades are off (--no-auto-downgrade): `mate ctl \
+                         profile NAME` lowers it by hand"
+                            .to_string()
+                    };
+                    self.decide(
+                        Level::Warn,
+                        EventKind::VramAlert { reading },
+                        format!("{why} ({used}); {hint}"),
+                    );
+                }
+            }
+            Verdict::Upgrade { why } if self.opts.settings.gpu.auto_upgrade => {
+                let to = self.ladder[at - 1].profile.name.clone();
+                let from = std::mem::replace(&mut self.profile, to.clone());
+                self.decide(
+                    Level::Info,
+                    EventKind::Upgraded {
+                        from: from.clone(),
+                        to: to.clone(),
+                        reading,
+                    },
+                    format!("raising the LLM profile from {from} to {to}: {why} ({used})"),
+                );
+                self.respawn(WorkerKind::Llm);
+            }
+            Verdict::Upgrade { .. } => {}
+        }
     }
 
     fn fail(&mut self, kind: WorkerKind, reason: String) {
@@ -1281,7 +1585,7 @@ impl Supervisor {
             );
         }
         let answer = match request {
-            Request::Status => Ok(Some(Reply::Status(self.status()))),
+            Request::Status => Ok(Some(Reply::Status(Box::new(self.status())))),
             Request::Events { follow } => {
                 for event in self.journal.recent() {
                     if reply.try_send(Reply::Event(event.clone())).is_err() {
@@ -1347,6 +1651,19 @@ impl Supervisor {
                 .collect(),
             turns: self.transcript.len(),
             tokens: self.transcript.tokens(),
+            profile: self.profile.clone(),
+            ladder: self.ladder.clone(),
+            gpu: GpuReport {
+                name: self.gpu.name.clone(),
+                simulated: self.gpu.simulated,
+                note: self.gpu.note.clone(),
+                reading: self.gpu.reading,
+                alert_percent: self.pressure.thresholds().alert_percent,
+                critical_percent: self.pressure.thresholds().critical_percent,
+                auto_downgrade: self.opts.settings.gpu.auto_downgrade,
+                auto_upgrade: self.opts.settings.gpu.auto_upgrade,
+            },
+            last_decision: self.last_decision.clone(),
         }
     }
 
@@ -1364,8 +1681,7 @@ impl Supervisor {
                     "profiles are for the llm worker, not the {kind} worker"
                 ));
             }
-            check_profile(&name)?;
-            self.change_profile(name, "asked for by ctl restart");
+            self.change_profile(name, "asked for by ctl restart")?;
         }
         self.respawn(kind);
         Ok(Some(Reply::Ok))
@@ -1411,9 +1727,7 @@ impl Supervisor {
     }
 
     fn set_profile(&mut self, name: String) -> Result<Option<Reply>, String> {
-        check_profile(&name)?;
-        if name != self.profile {
-            self.change_profile(name, "asked for by ctl profile");
+        if self.change_profile(name, "asked for by ctl profile")? {
             let llm = self.worker(WorkerKind::Llm);
             if !matches!(llm.state, WorkerState::Stopped | WorkerState::Failed) {
                 self.respawn(WorkerKind::Llm);
@@ -1422,20 +1736,28 @@ impl Supervisor {
         Ok(Some(Reply::Ok))
     }
 
-    fn change_profile(&mut self, to: String, why: &str) {
+    /// An explicit profile: it becomes the highest rung automatic upgrades return to, and
+    /// the VRAM policy starts over from it. Whether the profile changed.
+    fn change_profile(&mut self, to: String, why: &str) -> Result<bool, String> {
+        let Some(at) = self.ladder.iter().position(|r| r.profile.name == to) else {
+            return Err(unknown_profile(&self.ladder, &to));
+        };
+        self.ceiling = at;
+        self.pressure.settled();
         if to == self.profile {
-            return;
+            return Ok(false);
         }
         let from = std::mem::replace(&mut self.profile, to.clone());
-        self.record(
+        let estimate = gib(self.ladder[at].estimated_vram_bytes);
+        self.decide(
             Level::Info,
-            Some(WorkerKind::Llm),
             EventKind::ProfileChanged {
                 from: from.clone(),
                 to: to.clone(),
             },
-            format!("profile {from} → {to} ({why})"),
+            format!("profile {from} → {to} ({why}; estimated {estimate} of VRAM)"),
         );
+        Ok(true)
     }
 
     fn stop(&mut self, why: &'static str) {
@@ -1460,6 +1782,86 @@ impl Supervisor {
             self.stop_worker(kind);
         }
     }
+}
+
+/// `3.2 GiB`.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+}
+
+fn describe_reading(r: &VramReading) -> String {
+    let mut text = format!("{} of {} used", gib(r.used_bytes), gib(r.total_bytes));
+    if let Some(llm) = r.llm_bytes {
+        text.push_str(&format!(", {} by the LLM", gib(llm)));
+    }
+    text
+}
+
+fn describe_gpu(gpu: &GpuState) -> String {
+    match (&gpu.name, gpu.total_bytes) {
+        (Some(name), Some(total)) => format!(
+            "GPU {name}{} with {}",
+            if gpu.simulated { " (simulated)" } else { "" },
+            gib(total)
+        ),
+        _ => gpu.note.clone().unwrap_or_else(|| "no GPU".into()),
+    }
+}
+
+fn describe_ladder(ladder: &[Rung]) -> String {
+    let rungs: Vec<String> = ladder
+        .iter()
+        .map(|r| format!("{} {}", r.profile.name, gib(r.estimated_vram_bytes)))
+        .collect();
+    rungs.join(" > ")
+}
+
+/// The worker's log files: its stderr, and its tracing log (where llama.cpp's own log lines
+/// go).
+fn worker_logs(state_dir: &Path, kind: WorkerKind) -> [PathBuf; 2] {
+    let logs = state_dir.join("logs");
+    [
+        logs.join(format!("worker-{kind}.stderr.log")),
+        logs.join(format!("worker-{kind}.log")),
+    ]
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// What a GPU (or host) out-of-memory makes llama.cpp and its backends print.
+const OUT_OF_MEMORY: [&str; 5] = [
+    "out of memory",
+    "cudamalloc failed",
+    "erroroutofdevicememory",
+    "failed to allocate",
+    "unable to allocate",
+];
+
+/// The line, among the last things the LLM process wrote, that says it ran out of memory.
+fn out_of_memory_line(state_dir: &Path, starts: &[u64; 2]) -> Option<String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    const TAIL: u64 = 64 * 1024;
+    worker_logs(state_dir, WorkerKind::Llm)
+        .iter()
+        .zip(starts)
+        .find_map(|(path, &start)| {
+            let mut file = File::open(path).ok()?;
+            let len = file.metadata().ok()?.len();
+            let from = start.max(len.saturating_sub(TAIL));
+            file.seek(SeekFrom::Start(from)).ok()?;
+            let mut bytes = Vec::new();
+            file.take(TAIL).read_to_end(&mut bytes).ok()?;
+            let text = String::from_utf8_lossy(&bytes);
+            // The first such line names the failed allocation; later ones are its fallout.
+            text.lines()
+                .find(|line| {
+                    let lower = line.to_lowercase();
+                    OUT_OF_MEMORY.iter().any(|p| lower.contains(p))
+                })
+                .map(|line| line.trim().chars().take(200).collect())
+        })
 }
 
 /// The stats of a reply that ended by cancel while no worker was generating it.
@@ -1587,12 +1989,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ladder_goes_down_one_rung_at_a_time_and_ends_at_cpu() {
-        assert_eq!(lower_profile("performance"), Some("balanced"));
-        assert_eq!(lower_profile("balanced"), Some("low_memory"));
-        assert_eq!(lower_profile("low_memory"), Some("cpu"));
-        assert_eq!(lower_profile("cpu"), None);
-        assert!(check_profile("turbo").is_err_and(|e| e.contains("low_memory")));
+    fn an_out_of_memory_is_found_in_what_the_process_wrote_last() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).expect("logs");
+        let [stderr, log] = worker_logs(dir.path(), WorkerKind::Llm);
+        // An earlier process ran out of memory; this one wrote something else.
+        std::fs::write(&stderr, "CUDA error: out of memory\n").expect("write");
+        let starts = [file_len(&stderr), file_len(&log)];
+        std::fs::write(
+            &stderr,
+            "CUDA error: out of memory\nggml.c:123: fatal error\n",
+        )
+        .expect("write");
+        assert_eq!(out_of_memory_line(dir.path(), &starts), None);
+        std::fs::write(
+            &log,
+            "INFO llama: load\nERROR ggml_backend_cuda_buffer_type_alloc_buffer: allocating \
+             512.00 MiB on device 0: cudaMalloc failed: out of memory\n",
+        )
+        .expect("write");
+        let line = out_of_memory_line(dir.path(), &starts).expect("found");
+        assert!(line.contains("cudaMalloc failed"), "{line}");
     }
 
     #[test]

@@ -254,10 +254,11 @@ fn an_llm_crash_loop_walks_down_the_profile_ladder_then_fails() {
     wait_until(LIMIT, "the llm to fail", || {
         state.worker("llm").is_some_and(|w| w["state"] == "Failed")
     });
-    let escalations = events_of(&state, "Llm", "Escalated");
+    let escalations = events_of(&state, "Llm", "Downgraded");
     assert_eq!(escalations.len(), 1, "{escalations:#?}");
-    assert_eq!(escalations[0]["kind"]["Escalated"]["from"], "low_memory");
-    assert_eq!(escalations[0]["kind"]["Escalated"]["to"], "cpu");
+    assert_eq!(escalations[0]["kind"]["Downgraded"]["from"], "low_memory");
+    assert_eq!(escalations[0]["kind"]["Downgraded"]["to"], "cpu");
+    assert_eq!(escalations[0]["kind"]["Downgraded"]["cause"], "CrashLoop");
     let llm = state.worker("llm").expect("llm");
     assert_eq!(llm["profile"], "cpu");
     // 2 restarts on low_memory, the escalation's restart, 2 on cpu.
