@@ -320,6 +320,8 @@ impl StateLock {
 /// Runs the supervisor until a signal or `mate ctl shutdown`.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let state_dir = opts.settings.state_dir.clone();
+    // Before anything is created in the state dir: a broken scenario file leaves nothing behind.
+    let (probe, gpu) = open_gpu(&opts.settings.gpu.choice)?;
     let lock = StateLock::acquire(&state_dir)?;
     let endpoint = Endpoint::for_state_dir(&state_dir);
     let listener = endpoint.listen_tokio()?;
@@ -330,7 +332,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     info!(endpoint = %endpoint.path().display(), "listening");
 
     let (events, mut inbox) = mpsc::channel::<Event>(1024);
-    let (probe, gpu) = open_gpu(&opts.settings.gpu.choice)?;
     let mut sup = Supervisor::new(opts, endpoint.clone(), auth.clone(), events.clone(), gpu)?;
     let accept = tokio::spawn(server::accept_loop(listener, auth, events.clone()));
     tokio::spawn(forward_signals(events.clone()));

@@ -445,3 +445,31 @@ fn doctor_shows_the_gpu_the_ladder_and_the_suggested_profile() {
         assert!(text.contains("suggest  profile cpu"), "{text}");
     }
 }
+
+#[test]
+fn a_broken_scenario_file_stops_mate_up_with_a_clear_error() {
+    let state = StateDir::new();
+    let model = state.fake_model();
+    let gpu = state.path().join("gpu.toml");
+    std::fs::write(&gpu, "total_mb = \"lots\"\n").expect("write");
+    let mut sup = up(&state, &model, &gpu, &[]);
+    let status = sup.wait_exit(LIMIT);
+    assert_eq!(status.code(), Some(1));
+    let out = state.run(
+        &[
+            "--model",
+            model.to_str().expect("utf-8"),
+            "--gpu-scenario",
+            gpu.to_str().expect("utf-8"),
+            "up",
+        ],
+        LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gpu.toml") && err.contains("total_mb"),
+        "{err}"
+    );
+    // Nothing was left running or half set up.
+    assert!(state.status().is_none());
+}
