@@ -220,6 +220,7 @@ pub fn reply() -> Vec<(&'static str, Reply)> {
                 turns: 86,
                 tokens: 18_304,
                 profile: "balanced".to_owned(),
+                ceiling: "performance".to_owned(),
                 ladder: Vec::new(),
                 gpu: GpuReport {
                     name: None,
@@ -227,6 +228,7 @@ pub fn reply() -> Vec<(&'static str, Reply)> {
                     note: Some("no NVIDIA GPU".to_owned()),
                     reading: None,
                     alert_percent: 90.0,
+                    upgrade_below_percent: 80.0,
                     critical_percent: 95.0,
                     auto_downgrade: true,
                     auto_upgrade: true,

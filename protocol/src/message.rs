@@ -635,6 +635,9 @@ pub struct StatusReport {
     pub tokens: u64,
     /// The profile the LLM loads now.
     pub profile: String,
+    /// The highest rung automatic upgrades return to: the one the user started on or picked,
+    /// or below a rung that ran out of memory or crash-looped.
+    pub ceiling: String,
     /// The profile ladder, highest first, with each rung's estimated VRAM.
     pub ladder: Vec<Rung>,
     pub gpu: GpuReport,
@@ -662,8 +665,10 @@ pub struct GpuReport {
     /// Why there is no reading ("no NVIDIA GPU: …"), or the last probe error.
     pub note: Option<String>,
     pub reading: Option<VramReading>,
-    /// Used VRAM, percent of total, at which an alert is raised and at which the LLM downgrades.
+    /// Used VRAM, percent of total, at which an alert is raised and at which the LLM downgrades;
+    /// below `upgrade_below_percent` it is calm enough to go back up.
     pub alert_percent: f32,
+    pub upgrade_below_percent: f32,
     pub critical_percent: f32,
     pub auto_downgrade: bool,
     pub auto_upgrade: bool,

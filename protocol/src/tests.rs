@@ -305,6 +305,7 @@ fn reply_samples() -> Vec<Reply> {
             turns: 10,
             tokens: 999,
             profile: "balanced".into(),
+            ceiling: "performance".into(),
             ladder: vec![Rung {
                 profile: profile(),
                 estimated_vram_bytes: 3 << 30,
@@ -321,6 +322,7 @@ fn reply_samples() -> Vec<Reply> {
                     utilization_percent: Some(87),
                 }),
                 alert_percent: 90.0,
+                upgrade_below_percent: 80.0,
                 critical_percent: 95.0,
                 auto_downgrade: true,
                 auto_upgrade: true,

@@ -373,6 +373,7 @@ fn gpu(
         order: c.ladder.unwrap_or(d_ladder.order),
         overrides: profiles,
         margin_bytes: mb(c.margin_mb, d_ladder.margin_bytes),
+        top_percent: thresholds.upgrade_below_percent,
         overhead_bytes: mb(c.overhead_mb, d_ladder.overhead_bytes),
     };
     ladder.validate().map_err(ConfigError::Invalid)?;

@@ -74,6 +74,9 @@ pub struct LadderSpec {
     pub overrides: BTreeMap<String, ProfileOverride>,
     /// Kept free on the card by `performance`.
     pub margin_bytes: u64,
+    /// `performance` stays below this share of the card too (the calm zone of the VRAM
+    /// policy, so it can be started on and upgraded to without alerting at once).
+    pub top_percent: f32,
     /// Runtime overhead of a process that uses the GPU at all.
     pub overhead_bytes: u64,
 }
@@ -84,6 +87,7 @@ impl Default for LadderSpec {
             order: DEFAULT_LADDER.map(String::from).to_vec(),
             overrides: BTreeMap::new(),
             margin_bytes: 512 * MIB,
+            top_percent: 80.0,
             overhead_bytes: 300 * MIB,
         }
     }
@@ -134,22 +138,33 @@ pub fn estimate(facts: &ModelFacts, p: &Profile, overhead_bytes: u64) -> u64 {
     if layers == 0 {
         return 0;
     }
+    // In f64: a hostile header's huge dimensions saturate instead of wrapping around.
     let repeating = layers.min(facts.n_layer) as usize;
-    let mut weights: u64 = facts.layer_bytes.iter().rev().take(repeating).sum();
+    let mut weights: f64 = facts
+        .layer_bytes
+        .iter()
+        .rev()
+        .take(repeating)
+        .map(|&b| b as f64)
+        .sum();
     if layers > facts.n_layer {
-        weights += facts.output_bytes;
+        weights += facts.output_bytes as f64;
     }
-    let n_ctx = u64::from(p.n_ctx);
-    let per_token = u64::from(facts.n_head_kv)
-        * u64::from(facts.key_length + facts.value_length)
-        * repeating as u64;
-    let kv = (n_ctx as f64 * per_token as f64 * kv_elem_bytes(p.kv_type)) as u64;
-    let ubatch = u64::from(p.n_ubatch.min(p.n_batch).max(1));
-    let mut compute = 4 * ubatch * (u64::from(facts.n_vocab) + 8 * u64::from(facts.n_embd));
+    let n_ctx = f64::from(p.n_ctx);
+    let per_token = f64::from(facts.n_head_kv)
+        * (f64::from(facts.key_length) + f64::from(facts.value_length))
+        * repeating as f64;
+    let kv = n_ctx * per_token * kv_elem_bytes(p.kv_type);
+    let ubatch = f64::from(p.n_ubatch.min(p.n_batch).max(1));
+    let mut compute = 4.0 * ubatch * (f64::from(facts.n_vocab) + 8.0 * f64::from(facts.n_embd));
     if !p.flash_attention {
-        compute += 4 * ubatch * n_ctx * u64::from(facts.n_head);
+        compute += 4.0 * ubatch * n_ctx * f64::from(facts.n_head);
     }
-    weights + kv + compute + overhead_bytes
+    // `as` saturates at u64::MAX.
+    (weights.round() as u64)
+        .saturating_add(kv as u64)
+        .saturating_add(compute as u64)
+        .saturating_add(overhead_bytes)
 }
 
 /// The ladder for `facts` on a card of `card_bytes` (`None`: no GPU, so no limit — the
@@ -267,7 +282,10 @@ fn computed(
     };
 
     let mut performance = gpu("performance", all);
-    let budget = card_bytes.map_or(u64::MAX, |c| c.saturating_sub(spec.margin_bytes));
+    let budget = card_bytes.map_or(u64::MAX, |c| {
+        let calm = (c as f64 * f64::from(spec.top_percent) / 100.0) as u64;
+        c.saturating_sub(spec.margin_bytes).min(calm)
+    });
     performance.n_gpu_layers = most(&performance, all, budget);
     let top = estimate_with(&performance, performance.n_gpu_layers);
     let variable = top.saturating_sub(spec.overhead_bytes);
@@ -425,7 +443,9 @@ mod tests {
         let ladder = build(&spec, Some(&f), Some(card)).expect("ladder");
         assert_eq!(names(&ladder), DEFAULT_LADDER);
         let top = &ladder[0];
-        assert!(top.estimated_vram_bytes <= card - spec.margin_bytes);
+        // Within the calm zone (80%), which is tighter here than the 512 MiB margin.
+        let budget = card * 8 / 10;
+        assert!(top.estimated_vram_bytes <= budget);
         assert!(
             top.profile.n_gpu_layers < 33,
             "a 7 GB model does not fit 6 GB"
@@ -433,7 +453,7 @@ mod tests {
         // One more layer would not have fit.
         let mut more = top.profile.clone();
         more.n_gpu_layers += 1;
-        assert!(estimate(&f, &more, spec.overhead_bytes) > card - spec.margin_bytes);
+        assert!(estimate(&f, &more, spec.overhead_bytes) > budget);
         for pair in ladder.windows(2) {
             assert!(
                 pair[1].estimated_vram_bytes < pair[0].estimated_vram_bytes,
@@ -558,6 +578,20 @@ mod tests {
                 .name,
             "cpu"
         );
+    }
+
+    #[test]
+    fn absurd_dimensions_saturate_instead_of_wrapping() {
+        let f = ModelFacts {
+            n_head_kv: u32::MAX,
+            key_length: u32::MAX,
+            value_length: u32::MAX,
+            n_vocab: u32::MAX,
+            ..seven_b()
+        };
+        let mut p = Profile::cpu(u32::MAX);
+        p.n_gpu_layers = 33;
+        assert_eq!(estimate(&f, &p, u64::MAX), u64::MAX);
     }
 
     #[test]

@@ -76,8 +76,10 @@ pub struct Pressure {
     /// The last readings' used percent, newest last.
     recent: VecDeque<f32>,
     above_alert: u32,
-    /// An alert (or a held downgrade) was raised in this episode.
+    /// An alert was raised in this episode.
     alerted: bool,
+    /// A downgrade that could not happen was told about in this episode.
+    held: bool,
     /// Since when every reading was calm.
     calm_since: Option<Instant>,
     crashes: VecDeque<Instant>,
@@ -90,6 +92,7 @@ impl Pressure {
             recent: VecDeque::with_capacity(TREND_WINDOW),
             above_alert: 0,
             alerted: false,
+            held: false,
             calm_since: None,
             crashes: VecDeque::new(),
         }
@@ -104,6 +107,12 @@ impl Pressure {
         self.recent.clear();
         self.above_alert = 0;
         self.calm_since = None;
+    }
+
+    /// The LLM moved to another rung: crashes on the old one no longer count against it.
+    pub fn rung_changed(&mut self) {
+        self.settled();
+        self.crashes.clear();
     }
 
     /// Judges one reading. `upgrade_extra`: how many more bytes the next higher rung is
@@ -124,6 +133,7 @@ impl Pressure {
         if used < th.upgrade_below_percent {
             self.above_alert = 0;
             self.alerted = false;
+            self.held = false;
             let since = *self.calm_since.get_or_insert(now);
             return match upgrade_extra {
                 Some(extra) if now.duration_since(since) >= th.cooldown => {
@@ -208,7 +218,7 @@ impl Pressure {
     /// A downgrade was asked for but cannot happen (automatic downgrades are off, or the
     /// LLM is on the lowest rung): whether this episode has not been told about yet.
     pub fn hold(&mut self) -> bool {
-        !std::mem::replace(&mut self.alerted, true)
+        !std::mem::replace(&mut self.held, true)
     }
 
     /// The LLM crashed: whether that makes `crash_limit` crashes within `crash_window`.
@@ -337,11 +347,14 @@ mod tests {
             ..Thresholds::default()
         };
         let mut p = Pressure::new(th);
-        // Calm for 2 s, busy for 1 s, again and again: never calm for the cool-down.
-        let cycle = [40.0, 40.0, 40.0, 40.0, 88.0, 88.0];
+        // Calm for 2 s, critical for 1 s, again and again: a downgrade on each peak (the
+        // supervisor applies one and settles), never an upgrade in between.
+        let cycle = [40.0, 40.0, 40.0, 40.0, 97.0, 97.0];
         let input: Vec<f32> = cycle.iter().copied().cycle().take(60).collect();
         let v = run(&mut p, Instant::now(), &input, Some(GIB / 10));
-        assert!(!kinds(&v).contains(['U', 'D', 'T']), "{}", kinds(&v));
+        let k = kinds(&v);
+        assert!(!k.contains('U'), "{k}");
+        assert!(k.contains('D'), "{k}");
     }
 
     #[test]
@@ -364,6 +377,9 @@ mod tests {
     #[test]
     fn a_held_downgrade_is_told_once_per_episode() {
         let mut p = Pressure::new(Thresholds::default());
+        // An alert earlier in the episode does not hide it.
+        let v = run(&mut p, Instant::now(), &[91.0, 91.0, 91.0], None);
+        assert_eq!(kinds(&v), "..A");
         assert!(p.hold());
         assert!(!p.hold());
         run(&mut p, Instant::now(), &[50.0], None);

@@ -678,7 +678,16 @@ impl Supervisor {
         self.auth.expect_worker(kind, token.clone(), generation);
         // Spawned from this task's thread, a runtime worker thread that lives as long as the
         // supervisor: the children's parent-death signal fires when the spawning thread exits.
-        let mut child = tokio::process::Command::new(&self.opts.exe)
+        let mut command = tokio::process::Command::new(&self.opts.exe);
+        let offloads = self
+            .rung(&self.profile)
+            .is_some_and(|r| r.profile.n_gpu_layers > 0);
+        if kind == WorkerKind::Llm && !offloads {
+            // A GPU build of llama.cpp still sets up CUDA (a context and compute buffers on
+            // the card) with no layers offloaded; a rung that offloads nothing hides the GPU.
+            command.env("CUDA_VISIBLE_DEVICES", "");
+        }
+        let mut child = command
             .arg("worker")
             .arg(kind.as_str())
             .arg("--endpoint")
@@ -836,8 +845,24 @@ impl Supervisor {
                 self.after_load();
             }
             FromWorker::Fatal { reason } => {
-                // A failure no restart can fix: stop the process and stay failed.
-                self.shut_down(kind, Intent::Fail(reason));
+                let log_starts = p.log_starts;
+                let offloads = self
+                    .rung(&self.profile)
+                    .is_some_and(|r| r.profile.n_gpu_layers > 0);
+                let oom = (kind == WorkerKind::Llm && offloads)
+                    .then(|| out_of_memory_line(&self.opts.settings.state_dir, &log_starts))
+                    .flatten();
+                match oom {
+                    // llama.cpp reports a GPU allocation failure while loading the weights
+                    // as a failed load: a lower rung needs less.
+                    Some(line) => {
+                        self.worker(kind).last_error = Some(format!("out of memory: {line}"));
+                        let why = format!("ran out of memory loading the model ({line})");
+                        self.downgrade_or_fail(DowngradeCause::OutOfMemory, None, &why);
+                    }
+                    // A failure no restart can fix: stop the process and stay failed.
+                    None => self.shut_down(kind, Intent::Fail(reason)),
+                }
             }
             FromWorker::Notice { level, message } => {
                 self.record(level, Some(kind), EventKind::Notice, message)
@@ -943,7 +968,11 @@ impl Supervisor {
                 self.end_turn_if_llm_gone(kind);
             }
             Intent::None if self.stopping => self.worker(kind).state = WorkerState::Stopped,
-            Intent::None => self.after_crash(kind, status, ran_for, &p.log_starts),
+            // A process killed for hanging did not die of what its logs say.
+            Intent::None => {
+                let logs = (!p.killed).then_some(&p.log_starts);
+                self.after_crash(kind, status, ran_for, logs)
+            }
         }
     }
 
@@ -952,7 +981,7 @@ impl Supervisor {
         kind: WorkerKind,
         status: ExitStatus,
         ran_for: Duration,
-        log_starts: &[u64; 2],
+        log_starts: Option<&[u64; 2]>,
     ) {
         let policy = self.opts.settings.policy;
         let now = Instant::now();
@@ -961,7 +990,8 @@ impl Supervisor {
             let oom = if status == ExitStatus::Code(EXIT_LOAD_FAILED) {
                 Some("could not create its context".to_string())
             } else {
-                out_of_memory_line(&self.opts.settings.state_dir, log_starts)
+                log_starts
+                    .and_then(|starts| out_of_memory_line(&self.opts.settings.state_dir, starts))
             };
             if let Some(line) = oom {
                 // The same profile would run out again: straight to the next lower one.
@@ -1025,11 +1055,35 @@ impl Supervisor {
         self.opts.settings.gpu.auto_downgrade && self.rung_index() + 1 < self.ladder.len()
     }
 
+    /// The next rung down that is estimated to need less VRAM than the current one.
+    fn lower_with_less_vram(&self) -> Option<usize> {
+        let at = self.rung_index();
+        let now = self.ladder[at].estimated_vram_bytes;
+        (at + 1..self.ladder.len()).find(|&i| self.ladder[i].estimated_vram_bytes < now)
+    }
+
+    /// The next rung up, no higher than the ceiling, that is estimated to need more VRAM
+    /// (a rung that needs the same would only reload the model).
+    fn higher_with_more_vram(&self) -> Option<usize> {
+        let at = self.rung_index();
+        let now = self.ladder[at].estimated_vram_bytes;
+        (self.ceiling..at)
+            .rev()
+            .find(|&i| self.ladder[i].estimated_vram_bytes > now)
+    }
+
     fn set_footprint(&self, llm: Option<LlmFootprint>) {
         *self
             .footprint
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = llm;
+    }
+
+    fn footprint(&self) -> Option<LlmFootprint> {
+        *self
+            .footprint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records a profile decision: an event, and the status's last decision.
@@ -1068,17 +1122,27 @@ impl Supervisor {
             }
             return self.fail(WorkerKind::Llm, reason);
         }
-        let lower = self.rung_index() + 1;
-        if matches!(
+        let failed = matches!(
             cause,
             DowngradeCause::OutOfMemory | DowngradeCause::CrashLoop
-        ) {
+        );
+        let lower = if failed {
+            self.rung_index() + 1
+        } else {
+            // For room, only a rung that needs less VRAM helps.
+            let Some(lower) = self.lower_with_less_vram() else {
+                return;
+            };
+            lower
+        };
+        if failed {
             // The rung itself failed, not the room around it: automatic upgrades stop below
             // it until the user picks a profile again.
             self.ceiling = self.ceiling.max(lower);
         }
         let to = self.ladder[lower].profile.name.clone();
         let from = std::mem::replace(&mut self.profile, to.clone());
+        self.pressure.rung_changed();
         self.decide(
             Level::Warn,
             EventKind::Downgraded {
@@ -1128,11 +1192,11 @@ impl Supervisor {
             return;
         }
         let at = self.rung_index();
-        let extra = (at > self.ceiling).then(|| {
-            let (higher, now) = (&self.ladder[at - 1], &self.ladder[at]);
-            higher
+        let higher = self.higher_with_more_vram();
+        let extra = higher.map(|h| {
+            self.ladder[h]
                 .estimated_vram_bytes
-                .saturating_sub(now.estimated_vram_bytes)
+                .saturating_sub(self.ladder[at].estimated_vram_bytes)
         });
         let used = describe_reading(&reading);
         match self
@@ -1145,7 +1209,9 @@ impl Supervisor {
                 EventKind::VramAlert { reading },
                 format!("{why} ({used})"),
             ),
-            Verdict::Downgrade { cause, why } if self.can_downgrade() => {
+            Verdict::Downgrade { cause, why }
+                if self.can_downgrade() && self.lower_with_less_vram().is_some() =>
+            {
                 self.downgrade_or_fail(
                     cause,
                     Some(reading),
@@ -1156,7 +1222,8 @@ impl Supervisor {
                 if self.pressure.hold() {
                     let hint = if self.opts.settings.gpu.auto_downgrade {
                         format!(
-                            "the LLM is already on the lowest profile ({})",
+                            "no lower profile needs less VRAM than {}: the LLM is already on \
+                             the lowest profile that helps",
                             self.profile
                         )
                     } else {
@@ -1171,9 +1238,15 @@ impl Supervisor {
                     );
                 }
             }
-            Verdict::Upgrade { why } if self.opts.settings.gpu.auto_upgrade => {
-                let to = self.ladder[at - 1].profile.name.clone();
+            // Not in the middle of a reply: an upgrade is never urgent (the next reading asks
+            // again).
+            Verdict::Upgrade { why }
+                if self.opts.settings.gpu.auto_upgrade && self.turn.is_none() =>
+            {
+                let Some(higher) = higher else { return };
+                let to = self.ladder[higher].profile.name.clone();
                 let from = std::mem::replace(&mut self.profile, to.clone());
+                self.pressure.rung_changed();
                 self.decide(
                     Level::Info,
                     EventKind::Upgraded {
@@ -1653,6 +1726,7 @@ impl Supervisor {
             turns: self.transcript.len(),
             tokens: self.transcript.tokens(),
             profile: self.profile.clone(),
+            ceiling: self.ladder[self.ceiling].profile.name.clone(),
             ladder: self.ladder.clone(),
             gpu: GpuReport {
                 name: self.gpu.name.clone(),
@@ -1660,6 +1734,7 @@ impl Supervisor {
                 note: self.gpu.note.clone(),
                 reading: self.gpu.reading,
                 alert_percent: self.pressure.thresholds().alert_percent,
+                upgrade_below_percent: self.pressure.thresholds().upgrade_below_percent,
                 critical_percent: self.pressure.thresholds().critical_percent,
                 auto_downgrade: self.opts.settings.gpu.auto_downgrade,
                 auto_upgrade: self.opts.settings.gpu.auto_upgrade,
@@ -1740,11 +1815,27 @@ impl Supervisor {
     /// An explicit profile: it becomes the highest rung automatic upgrades return to, and
     /// the VRAM policy starts over from it. Whether the profile changed.
     fn change_profile(&mut self, to: String, why: &str) -> Result<bool, String> {
+        let auto = to == "auto";
+        let to = if auto {
+            // The suggestion for what the card holds without the LLM's own share; upgrades
+            // may go all the way up again.
+            let card = self.gpu.reading.map(|r| {
+                let llm = self.footprint().map_or(0, |f| f.estimated_bytes);
+                (r.total_bytes, r.used_bytes.saturating_sub(llm))
+            });
+            let below = self.pressure.thresholds().upgrade_below_percent;
+            ladder::suggest(&self.ladder, card, below)
+                .profile
+                .name
+                .clone()
+        } else {
+            to
+        };
         let Some(at) = self.ladder.iter().position(|r| r.profile.name == to) else {
             return Err(unknown_profile(&self.ladder, &to));
         };
-        self.ceiling = at;
-        self.pressure.settled();
+        self.ceiling = if auto { 0 } else { at };
+        self.pressure.rung_changed();
         if to == self.profile {
             return Ok(false);
         }
@@ -1859,7 +1950,8 @@ fn out_of_memory_line(state_dir: &Path, starts: &[u64; 2]) -> Option<String> {
             text.lines()
                 .find(|line| {
                     let lower = line.to_lowercase();
-                    OUT_OF_MEMORY.iter().any(|p| lower.contains(p))
+                    // llama.cpp falls back from pinned host memory harmlessly.
+                    OUT_OF_MEMORY.iter().any(|p| lower.contains(p)) && !lower.contains("pinned")
                 })
                 .map(|line| line.trim().chars().take(200).collect())
         })

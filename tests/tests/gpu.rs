@@ -102,7 +102,7 @@ fn count(events: &[(String, String, String)], kind: &str) -> usize {
 fn a_pressure_ramp_walks_down_one_rung_per_decision_while_the_chat_completes() {
     let state = StateDir::new();
     state.write_config(&format!(
-        "{GPU_CONFIG}[chat]\nmax_tokens = 120\ntemperature = 0.0\n"
+        "{GPU_CONFIG}[chat]\nmax_tokens = 200\ntemperature = 0.0\n"
     ));
     let gpu = scenario(&state, &[(0.0, 500)]);
     let _sup = up(&state, default_model(), &gpu, &["--profile", "performance"]);
@@ -120,22 +120,30 @@ fn a_pressure_ramp_walks_down_one_rung_per_decision_while_the_chat_completes() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ctl chat");
-    let mut lines = BufReader::new(chat.stdout.take().expect("stdout")).lines();
-    // The reply streams; then other applications fill the card within 4 s and stay.
-    let first = lines.next().expect("a first line").expect("read");
-    assert!(first.contains("Chunk"), "{first}");
-    scenario(&state, &[(0.0, 2000), (4.0, 4000)]);
-
-    let mut done = None;
-    for line in lines {
-        let line: Value = serde_json::from_str(&line.expect("read")).expect("JSON line");
-        if let Some(d) = line.get("ChatDone") {
-            done = Some(d["stats"].clone());
-            break;
+    let stdout = chat.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let value = serde_json::from_str(&line).expect("chat --json lines are JSON");
+            if tx.send(value).is_err() {
+                return;
+            }
         }
-    }
-    let stats = done.expect("the chat completed with ChatDone");
+    });
+    // The reply streams; then other applications fill the card within 4 s and stay.
+    let first = lines.recv_timeout(LONG).expect("a first line");
+    assert!(first.get("Chunk").is_some(), "{first}");
+    scenario(&state, &[(0.0, 2000), (4.0, 4000)]);
+    let stats = loop {
+        let line = lines
+            .recv_timeout(LONG)
+            .expect("the chat goes on to ChatDone");
+        if let Some(done) = line.get("ChatDone") {
+            break done["stats"].clone();
+        }
+    };
     assert_ne!(stats["stop"], "Cancelled", "{stats}");
+    let _ = chat.kill();
     let _ = chat.wait();
 
     wait_until(LONG, "the llm to reach the cpu rung", || {
@@ -201,6 +209,11 @@ fn a_pressure_ramp_walks_down_one_rung_per_decision_while_the_chat_completes() {
     let transcript = state.transcript();
     assert_eq!(transcript.len(), 2, "{transcript:#?}");
     assert_eq!(transcript[1]["role"], "assistant");
+    // It was cut by at least one downgrade and continued.
+    assert!(
+        transcript[1]["resumed"].as_u64() >= Some(1),
+        "{transcript:#?}"
+    );
     let status = state.status().expect("status");
     assert_eq!(status["profile"], "cpu");
     assert_eq!(status["ladder"].as_array().map(Vec::len), Some(4));
