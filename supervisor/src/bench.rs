@@ -7,6 +7,12 @@
 //! real `mate up` runs as a child; its LLM worker is killed with SIGKILL again and again, and
 //! the events it streams are timestamped here on receipt: kill → `Exited` is detection, kill →
 //! `Loaded` is ready.
+//!
+//! `mate bench profiles`: the same greedy reply under each rung of the profile ladder, each
+//! in a fresh `mate up`, then the downgrade reaction on a simulated card whose other
+//! applications jump to critical: the scenario file's rename → `Downgraded` is detection,
+//! → `Loaded` on the lower rung is serving again (the supervisor's event time stamps against
+//! the bench's wall clock). JSON, and an SVG drawn with `plotters`.
 
 use std::{
     path::{Path, PathBuf},
@@ -401,6 +407,8 @@ impl Drop for UpProcess {
 #[derive(Debug)]
 struct Seen {
     at: Instant,
+    /// The supervisor's own time stamp, milliseconds since the Unix epoch.
+    at_ms: u64,
     worker: Option<WorkerKind>,
     kind: EventKind,
 }
@@ -435,6 +443,12 @@ fn ms(d: Duration) -> f64 {
 /// journal) is kept and named in the error.
 pub fn restart(b: &RestartBench) -> anyhow::Result<serde_json::Value> {
     let facts = CpuFacts::sample(Duration::from_millis(300));
+    in_state_dir("restart", |dir| measure_restarts(b, dir, facts))
+}
+
+/// Runs `f` in a fresh temp state dir; on failure the dir (logs, event journal, the
+/// supervisor's stderr) is kept and named in the error.
+fn in_state_dir<T>(bench: &str, f: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
     // Unix socket paths are short (≤ 107 bytes): stay out of a long $TMPDIR.
     let builder = {
         let mut builder = tempfile::Builder::new();
@@ -446,17 +460,71 @@ pub fn restart(b: &RestartBench) -> anyhow::Result<serde_json::Value> {
     } else {
         builder.tempdir()?
     };
-    match measure_restarts(b, dir.path(), facts) {
+    match f(dir.path()) {
         Ok(report) => Ok(report),
         Err(e) => {
             let kept = dir.keep();
             Err(e.context(format!(
-                "mate bench restart failed; the supervisor's state dir is kept in {} (logs/, \
+                "mate bench {bench} failed; the supervisor's state dir is kept in {} (logs/, \
                  events.jsonl, up.stderr)",
                 kept.display()
             )))
         }
     }
+}
+
+/// Starts `mate up` on state dir `dir` with `config`, `model` and `args` (global flags),
+/// its stderr in `<dir>/up.stderr`. The bench's own flags and config decide everything:
+/// `MATE_PROFILE` and `MATE_GPU_SCENARIO` from the caller's environment are not passed on.
+fn start_up(
+    exe: &Path,
+    dir: &Path,
+    config: &Path,
+    model: &Path,
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<UpProcess> {
+    let stderr = std::fs::File::create(dir.join("up.stderr"))?;
+    let child = std::process::Command::new(exe)
+        .arg("--state-dir")
+        .arg(dir)
+        .arg("--config")
+        .arg(config)
+        .arg("--model")
+        .arg(model)
+        .args(args)
+        .arg("up")
+        .env_remove("MATE_PROFILE")
+        .env_remove("MATE_GPU_SCENARIO")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("running {} up", exe.display()))?;
+    Ok(UpProcess(child))
+}
+
+/// Follows the supervisor's events (the recent ones first) on a thread, each timestamped on
+/// receipt. The stream ends when the supervisor closes it (it stops or is killed).
+fn follow_events(dir: &Path) -> mpsc::Receiver<Seen> {
+    let (tx, events) = mpsc::channel::<Seen>();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = ctl::request(&dir, &Request::Events { follow: true }, |reply| {
+            let at = Instant::now();
+            match reply {
+                Reply::Event(e) => tx
+                    .send(Seen {
+                        at,
+                        at_ms: e.at_ms,
+                        worker: e.worker,
+                        kind: e.kind,
+                    })
+                    .is_ok(),
+                _ => true,
+            }
+        });
+    });
+    events
 }
 
 fn measure_restarts(
@@ -466,46 +534,12 @@ fn measure_restarts(
 ) -> anyhow::Result<serde_json::Value> {
     let config = dir.join("config.toml");
     std::fs::write(&config, restart_config(b.threads))?;
-    let stderr = std::fs::File::create(dir.join("up.stderr"))?;
-    let mut up = UpProcess(
-        std::process::Command::new(&b.exe)
-            .arg("--state-dir")
-            .arg(dir)
-            .arg("--config")
-            .arg(&config)
-            .arg("--model")
-            .arg(&b.model)
-            .arg("up")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("running {} up", b.exe.display()))?,
-    );
+    let mut up = start_up(&b.exe, dir, &config, &b.model, &[])?;
     let supervisor_pid = up.0.id();
     let both = [WorkerKind::Llm, WorkerKind::Bridge];
     wait_running(dir, &mut up, &both, START_LIMIT).context("starting the supervisor")?;
 
-    let (tx, events) = mpsc::channel::<Seen>();
-    {
-        let dir = dir.to_path_buf();
-        // Ends when the supervisor closes the stream (it stops or is killed).
-        std::thread::spawn(move || {
-            let _ = ctl::request(&dir, &Request::Events { follow: true }, |reply| {
-                let at = Instant::now();
-                match reply {
-                    Reply::Event(e) => tx
-                        .send(Seen {
-                            at,
-                            worker: e.worker,
-                            kind: e.kind,
-                        })
-                        .is_ok(),
-                    _ => true,
-                }
-            });
-        });
-    }
+    let events = follow_events(dir);
 
     let mut runs = Vec::with_capacity(b.runs);
     for run in 1..=b.runs {
@@ -873,7 +907,7 @@ fn shut_down(
             break Some(exit);
         }
         if Instant::now() > deadline {
-            eprintln!("mate bench restart: the supervisor did not stop within 15 s; killing it");
+            eprintln!("mate bench: the supervisor did not stop within 15 s; killing it");
             let _ = up.0.kill();
             let _ = up.0.wait();
             break None;
@@ -952,6 +986,718 @@ pub fn write_threads(config: &Path, threads: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Settings of `mate bench profiles`.
+#[derive(Debug, Clone)]
+pub struct ProfilesBench {
+    pub exe: PathBuf,
+    pub model: PathBuf,
+    /// Replies per rung, and downgrades per sample interval (medians are reported).
+    pub runs: usize,
+    pub max_tokens: u32,
+    /// `[llm] threads` of the supervisors under test; 0: by the CPU rule, applied once here
+    /// so that every rung runs with the same count (each worker would otherwise apply it at
+    /// its own load, and a busy moment would give one rung fewer threads).
+    pub threads: u32,
+    /// Where `profiles.json` and `profiles.svg` go, if anywhere.
+    pub out: Option<PathBuf>,
+}
+
+/// The GPU sampling intervals the downgrade reaction is measured with: a fast one, and the
+/// default (`[gpu] sample_ms`).
+const SAMPLE_INTERVALS_MS: [u64; 2] = [100, 500];
+/// The simulated card of the downgrade runs, and what other applications hold on it before
+/// and after they jump: 4000 of 4096 MiB is 97.7%, above the default critical 95% whatever
+/// the LLM holds.
+const CARD_MB: u64 = 4096;
+const CALM_MB: u64 = 500;
+const CRITICAL_MB: u64 = 4000;
+/// The profile named as the baseline of the ratios.
+const BASELINE: &str = "cpu";
+
+/// The config of every supervisor `mate bench profiles` starts: greedy replies of
+/// `max_tokens`, and no KV snapshots (each turn would write one while the next is timed).
+/// With `sample_ms` (the downgrade runs), the GPU is sampled that often and the LLM never
+/// climbs back on its own, so only the bench moves it up again.
+fn profiles_config(threads: u32, max_tokens: u32, sample_ms: Option<u64>) -> String {
+    let mut text = format!(
+        "# Written by `mate bench profiles`.\n\
+         [chat]\ntemperature = 0.0\nmax_tokens = {max_tokens}\n\n[llm]\nsnapshots = false\n"
+    );
+    if threads > 0 {
+        text.push_str(&format!("threads = {threads}\n"));
+    }
+    if let Some(sample_ms) = sample_ms {
+        text.push_str(&format!(
+            "\n[gpu]\nsample_ms = {sample_ms}\nauto_upgrade = false\n"
+        ));
+    }
+    text
+}
+
+/// One `mate ctl chat` as the bench saw it.
+#[derive(Debug, Clone, Serialize)]
+struct ChatRun {
+    /// The worker's figures.
+    ttft_ms: f64,
+    gen_tokens_per_s: f64,
+    prompt_tokens_per_s: f64,
+    prompt_tokens: u32,
+    cached_tokens: u32,
+    generated_tokens: u32,
+    stop: String,
+    /// From sending the request to the first chunk, on this side of the socket.
+    client_ttft_ms: Option<f64>,
+}
+
+/// Everything measured on one rung.
+#[derive(Debug, Clone, Serialize)]
+struct RungMeasure {
+    profile: Profile,
+    estimated_vram_bytes: u64,
+    /// From the `Loaded` event.
+    load_ms: f64,
+    warmup_ms: f64,
+    /// From starting `mate up` to receiving `Loaded`.
+    up_to_loaded_ms: f64,
+    chats: Vec<ChatRun>,
+    /// The LLM worker after the replies.
+    rss_kib: Option<u64>,
+    rss_peak_kib: Option<u64>,
+    /// The LLM worker's VRAM as the driver reports it; `None` without a real GPU.
+    vram_bytes: Option<u64>,
+}
+
+/// One rung's medians, and its ratios to the baseline rung.
+#[derive(Debug, Clone, Serialize)]
+struct RungSummary {
+    profile: String,
+    n_gpu_layers: u32,
+    n_ctx: u32,
+    n_batch: u32,
+    kv_type: String,
+    flash_attention: bool,
+    estimated_vram_mib: f64,
+    vram_mib: Option<f64>,
+    load_ms: f64,
+    warmup_ms: f64,
+    up_to_loaded_ms: f64,
+    ttft_ms: f64,
+    client_ttft_ms: Option<f64>,
+    gen_tokens_per_s: f64,
+    /// Replies may end early (a stop string), and differ between rungs: flash attention
+    /// changes the arithmetic, so greedy decoding may pick other tokens.
+    generated_tokens: f64,
+    rss_mib: Option<f64>,
+    rss_peak_mib: Option<f64>,
+    /// This rung over the baseline (`cpu`): above 1 is faster generation, and slower TTFT.
+    gen_tokens_per_s_vs_baseline: Option<f64>,
+    ttft_vs_baseline: Option<f64>,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Medians per rung and ratios to the `cpu` rung (none when it was not measured).
+fn summarize(rungs: &[RungMeasure]) -> Vec<RungSummary> {
+    let mut out: Vec<RungSummary> = rungs
+        .iter()
+        .map(|r| {
+            let col = |f: fn(&ChatRun) -> f64| median(r.chats.iter().map(f).collect());
+            let client: Vec<f64> = r.chats.iter().filter_map(|c| c.client_ttft_ms).collect();
+            RungSummary {
+                profile: r.profile.name.clone(),
+                n_gpu_layers: r.profile.n_gpu_layers,
+                n_ctx: r.profile.n_ctx,
+                n_batch: r.profile.n_batch,
+                kv_type: format!("{:?}", r.profile.kv_type),
+                flash_attention: r.profile.flash_attention,
+                estimated_vram_mib: mib(r.estimated_vram_bytes),
+                vram_mib: r.vram_bytes.map(mib),
+                load_ms: r.load_ms,
+                warmup_ms: r.warmup_ms,
+                up_to_loaded_ms: r.up_to_loaded_ms,
+                ttft_ms: col(|c| c.ttft_ms),
+                client_ttft_ms: (!client.is_empty()).then(|| median(client)),
+                gen_tokens_per_s: col(|c| c.gen_tokens_per_s),
+                generated_tokens: col(|c| f64::from(c.generated_tokens)),
+                rss_mib: r.rss_kib.map(|k| k as f64 / 1024.0),
+                rss_peak_mib: r.rss_peak_kib.map(|k| k as f64 / 1024.0),
+                gen_tokens_per_s_vs_baseline: None,
+                ttft_vs_baseline: None,
+            }
+        })
+        .collect();
+    if let Some(base) = out.iter().find(|s| s.profile == BASELINE).cloned() {
+        for s in &mut out {
+            s.gen_tokens_per_s_vs_baseline = Some(s.gen_tokens_per_s / base.gen_tokens_per_s);
+            s.ttft_vs_baseline = Some(s.ttft_ms / base.ttft_ms);
+        }
+    }
+    out
+}
+
+/// One jump of the other applications' VRAM to critical, in milliseconds after the scenario
+/// file was renamed into place (the supervisor's event time stamps, 1 ms resolution).
+#[derive(Debug, Clone, Serialize)]
+struct DowngradeRun {
+    from: String,
+    to: String,
+    cause: String,
+    /// Used VRAM in the reading the decision was made on.
+    used_percent: Option<f32>,
+    /// Rename → `Downgraded`: the probe's next sample, and the decision.
+    detection_ms: f64,
+    /// Rename → `Loaded` on the lower profile: serving again.
+    ready_ms: f64,
+    /// `Downgraded` → `Loaded`: stopping the worker, starting the next, loading.
+    reload_ms: f64,
+    /// The lower profile's own figures for loading and warming up.
+    load_ms: f64,
+    warmup_ms: f64,
+}
+
+/// The downgrade runs with one GPU sampling interval.
+#[derive(Debug, Clone, Serialize)]
+struct DowngradeSeries {
+    sample_ms: u64,
+    runs: Vec<DowngradeRun>,
+}
+
+impl DowngradeSeries {
+    fn report(&self) -> serde_json::Value {
+        let col = |f: fn(&DowngradeRun) -> f64| self.runs.iter().map(f).collect::<Vec<_>>();
+        json!({
+            "sample_ms": self.sample_ms,
+            "detection_ms": spread(&col(|r| r.detection_ms)),
+            "ready_ms": spread(&col(|r| r.ready_ms)),
+            "reload_ms": spread(&col(|r| r.reload_ms)),
+            "runs_detail": self.runs,
+        })
+    }
+}
+
+/// `mate bench profiles`: returns the JSON report, and writes it with the plot to `out`.
+pub fn profiles(b: &ProfilesBench) -> anyhow::Result<serde_json::Value> {
+    let facts = CpuFacts::sample(Duration::from_millis(300));
+    let b = &ProfilesBench {
+        threads: if b.threads > 0 {
+            b.threads
+        } else {
+            facts.generation_threads()
+        },
+        ..b.clone()
+    };
+    let devices = mate_worker_llm::engine::devices()
+        .context("listing llama.cpp's devices (`mate doctor` shows them)")?;
+    // ggml's CPU backend, and BLAS when built with it, compute on the CPU.
+    let offload = devices
+        .iter()
+        .any(|d| !matches!(d.backend.to_ascii_uppercase().as_str(), "CPU" | "BLAS"));
+
+    let mut rungs = Vec::new();
+    let mut first_status = None;
+    for name in crate::ladder::DEFAULT_LADDER {
+        eprintln!("mate bench profiles: {name}");
+        let (rung, status) = in_state_dir("profiles", |dir| measure_rung(b, dir, name))
+            .with_context(|| format!("profile {name}"))?;
+        first_status.get_or_insert(status);
+        rungs.push(rung);
+    }
+    let summary = summarize(&rungs);
+    let mut downgrades = Vec::new();
+    for sample_ms in SAMPLE_INTERVALS_MS {
+        eprintln!("mate bench profiles: downgrade reaction, GPU sampled every {sample_ms} ms");
+        downgrades.push(in_state_dir("profiles", |dir| {
+            measure_downgrades(b, dir, sample_ms)
+        })?);
+    }
+
+    let gpu = first_status.as_ref().map(|s| &s.gpu);
+    let report = json!({
+        "model": b.model,
+        "runs": b.runs,
+        "max_tokens": b.max_tokens,
+        "prompt": PROMPT,
+        "threads": b.threads,
+        "machine": facts,
+        "backend": {
+            "llama_cpp_devices": devices,
+            "gpu_offload": offload,
+            "note": if offload {
+                "llama.cpp has a GPU backend: rungs differ in the layers offloaded as well"
+            } else {
+                "this build of llama.cpp has no GPU backend: every rung runs on the CPU and \
+                 n_gpu_layers offloads nothing, so the rungs differ only in n_ctx, \
+                 n_batch/n_ubatch, KV cache type and flash attention"
+            },
+        },
+        "gpu": gpu.map(|g| json!({ "name": g.name, "simulated": g.simulated, "note": g.note })),
+        "config": profiles_config(b.threads, b.max_tokens, None),
+        "baseline": BASELINE,
+        "profiles": summary,
+        "downgrade": {
+            "card_mb": CARD_MB,
+            "other_apps_mb": { "calm": CALM_MB, "critical": CRITICAL_MB },
+            "config": profiles_config(b.threads, b.max_tokens, Some(SAMPLE_INTERVALS_MS[0])),
+            "series": downgrades.iter().map(DowngradeSeries::report).collect::<Vec<_>>(),
+        },
+        "runs_detail": rungs,
+    });
+    if let Some(out) = &b.out {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("creating {} (pass another --out DIR)", out.display()))?;
+        let json_path = out.join("profiles.json");
+        std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", json_path.display()))?;
+        let svg_path = out.join("profiles.svg");
+        plot(&svg_path, &summary, &downgrades)
+            .with_context(|| format!("drawing {}", svg_path.display()))?;
+        eprintln!(
+            "mate bench profiles: wrote {} and {}",
+            json_path.display(),
+            svg_path.display()
+        );
+    }
+    Ok(report)
+}
+
+/// One rung in its own `mate up`: load, `runs` replies to the same prompt, memory, shutdown.
+fn measure_rung(
+    b: &ProfilesBench,
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<(RungMeasure, StatusReport)> {
+    let config = dir.join("config.toml");
+    std::fs::write(&config, profiles_config(b.threads, b.max_tokens, None))?;
+    let started = Instant::now();
+    let mut up = start_up(
+        &b.exe,
+        dir,
+        &config,
+        &b.model,
+        &["--profile".as_ref(), name.as_ref()],
+    )?;
+    wait_running(dir, &mut up, &[WorkerKind::Llm], START_LIMIT).context("starting mate up")?;
+    let events = follow_events(dir);
+    let (load_ms, warmup_ms, loaded_at) = await_loaded(&events, name)?;
+    let status = status_now(dir)?;
+    let rung = status
+        .ladder
+        .iter()
+        .find(|r| r.profile.name == name)
+        .with_context(|| format!("the ladder has no rung {name}"))?
+        .clone();
+    let pid = worker_pid(&status, WorkerKind::Llm)?;
+
+    let mut chats = Vec::with_capacity(b.runs);
+    for run in 1..=b.runs {
+        chats.push(chat(dir, PROMPT).with_context(|| format!("{name}: reply {run}"))?);
+    }
+    let memory = proc_status_kib(pid, &["VmRSS", "VmHWM"]);
+    let after = status_now(dir)?;
+    let vram_bytes = after
+        .gpu
+        .reading
+        .filter(|_| after.gpu.name.is_some() && !after.gpu.simulated)
+        .and_then(|r| r.llm_bytes);
+    let worker_pids: Vec<u32> = after.workers.iter().filter_map(|w| w.pid).collect();
+    let shutdown = shut_down(dir, &mut up, &worker_pids)?;
+    if !(shutdown["clean"] == true && shutdown["workers_left_running"] == json!([])) {
+        bail!("{name}: the supervisor did not shut down cleanly: {shutdown}");
+    }
+    Ok((
+        RungMeasure {
+            profile: rung.profile,
+            estimated_vram_bytes: rung.estimated_vram_bytes,
+            load_ms,
+            warmup_ms,
+            up_to_loaded_ms: ms(loaded_at - started),
+            chats,
+            rss_kib: memory.first().copied().flatten(),
+            rss_peak_kib: memory.get(1).copied().flatten(),
+            vram_bytes,
+        },
+        status,
+    ))
+}
+
+/// `mate up` on a simulated card sampled every `sample_ms`, starting on `performance`; then
+/// `runs` times: the other applications jump to critical, the LLM steps down and serves
+/// again, the pressure goes and the bench puts it back on `performance`.
+fn measure_downgrades(
+    b: &ProfilesBench,
+    dir: &Path,
+    sample_ms: u64,
+) -> anyhow::Result<DowngradeSeries> {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        profiles_config(b.threads, b.max_tokens, Some(sample_ms)),
+    )?;
+    let scenario = dir.join("gpu.toml");
+    write_scenario(&scenario, CALM_MB)?;
+    let top = crate::ladder::DEFAULT_LADDER[0];
+    let mut up = start_up(
+        &b.exe,
+        dir,
+        &config,
+        &b.model,
+        &[
+            "--profile".as_ref(),
+            top.as_ref(),
+            "--gpu-scenario".as_ref(),
+            scenario.as_os_str(),
+        ],
+    )?;
+    wait_running(dir, &mut up, &[WorkerKind::Llm], START_LIMIT).context("starting mate up")?;
+    let events = follow_events(dir);
+    await_loaded(&events, top)?;
+    let sample = Duration::from_millis(sample_ms);
+
+    let mut runs = Vec::with_capacity(b.runs);
+    for run in 1..=b.runs {
+        eprintln!(
+            "mate bench profiles: sample_ms {sample_ms}, downgrade {run}/{}",
+            b.runs
+        );
+        // A calm reading or two on the loaded profile first, as in normal operation.
+        std::thread::sleep(SETTLE + 2 * sample);
+        while events.try_recv().is_ok() {}
+        let written = write_scenario(&scenario, CRITICAL_MB)?;
+        let (from, to, cause, used_percent, downgraded_ms) =
+            await_event(&events, EXIT_LIMIT + sample, "Downgraded", |e| {
+                match &e.kind {
+                    EventKind::Downgraded {
+                        from,
+                        to,
+                        cause,
+                        reading,
+                    } => Some((
+                        from.clone(),
+                        to.clone(),
+                        format!("{cause:?}"),
+                        reading.map(|r| r.used_percent()),
+                        e.at_ms,
+                    )),
+                    _ => None,
+                }
+            })
+            .with_context(|| format!("run {run}: after other apps took {CRITICAL_MB} MiB"))?;
+        if from != top {
+            bail!("run {run}: the LLM stepped down from {from}, not {top}");
+        }
+        let (load_ms, warmup_ms, loaded_ms) = await_event(
+            &events,
+            READY_LIMIT,
+            &format!("Loaded {to}"),
+            |e| match &e.kind {
+                EventKind::Loaded {
+                    profile,
+                    load_ms,
+                    warmup_ms,
+                    ..
+                } if *profile == to => Some((f64::from(*load_ms), f64::from(*warmup_ms), e.at_ms)),
+                _ => None,
+            },
+        )
+        .with_context(|| format!("run {run}: after the downgrade to {to}"))?;
+        let (detection_ms, ready_ms) = (downgraded_ms as f64 - written, loaded_ms as f64 - written);
+        runs.push(DowngradeRun {
+            from,
+            to,
+            cause,
+            used_percent,
+            detection_ms,
+            ready_ms,
+            reload_ms: ready_ms - detection_ms,
+            load_ms,
+            warmup_ms,
+        });
+
+        // Back up: calm again (the LLM may have stepped further down meanwhile), then the
+        // top profile by hand, as a user would.
+        write_scenario(&scenario, CALM_MB)?;
+        std::thread::sleep(2 * sample + Duration::from_millis(100));
+        while events.try_recv().is_ok() {}
+        match ctl::call(dir, &Request::SetProfile { name: top.into() })? {
+            Reply::Ok => {}
+            Reply::Error { message } => bail!("run {run}: `mate ctl profile {top}`: {message}"),
+            other => bail!("unexpected reply to profile: {other:?}"),
+        }
+        await_loaded(&events, top).with_context(|| format!("run {run}: back to {top}"))?;
+    }
+    let worker_pids: Vec<u32> = status_now(dir)?
+        .workers
+        .iter()
+        .filter_map(|w| w.pid)
+        .collect();
+    let shutdown = shut_down(dir, &mut up, &worker_pids)?;
+    if shutdown["clean"] != true {
+        bail!("the supervisor did not shut down cleanly: {shutdown}");
+    }
+    Ok(DowngradeSeries { sample_ms, runs })
+}
+
+/// Writes the simulated card with other applications holding `other_mb`, the way an editor
+/// saves (a new file renamed over the old), and returns when it was in place, in
+/// milliseconds since the Unix epoch.
+fn write_scenario(path: &Path, other_mb: u64) -> anyhow::Result<f64> {
+    let text = format!(
+        "# Written by `mate bench profiles`.\nname = \"mate bench card\"\ntotal_mb = {CARD_MB}\n\n\
+         [[other]]\nat_s = 0.0\nmb = {other_mb}\n"
+    );
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
+    Ok(now.as_secs_f64() * 1e3)
+}
+
+/// Waits up to `limit` for the first event `pick` accepts; the LLM worker failing ends the
+/// wait early. The error lists what came instead.
+fn await_event<T>(
+    events: &mpsc::Receiver<Seen>,
+    limit: Duration,
+    what: &str,
+    mut pick: impl FnMut(&Seen) -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let e = match events.recv_timeout(timeout) {
+            Ok(e) => e,
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                "no {what} event within {} s; events meanwhile: [{}]",
+                limit.as_secs_f64(),
+                seen.join("; ")
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!(
+                "the event stream ended while waiting for {what}; events before: [{}]",
+                seen.join("; ")
+            ),
+        };
+        if let Some(found) = pick(&e) {
+            return Ok(found);
+        }
+        if let EventKind::Failed { reason } = &e.kind {
+            bail!(
+                "the {:?} worker failed while waiting for {what}: {reason}",
+                e.worker
+            );
+        }
+        seen.push(format!("{:?}", e.kind));
+    }
+}
+
+/// Waits for the LLM's `Loaded` on `profile`: its load and warm-up times, and when it came.
+fn await_loaded(
+    events: &mpsc::Receiver<Seen>,
+    profile: &str,
+) -> anyhow::Result<(f64, f64, Instant)> {
+    await_event(
+        events,
+        READY_LIMIT,
+        &format!("Loaded {profile}"),
+        |e| match &e.kind {
+            EventKind::Loaded {
+                profile: p,
+                load_ms,
+                warmup_ms,
+                ..
+            } if p == profile => Some((f64::from(*load_ms), f64::from(*warmup_ms), e.at)),
+            _ => None,
+        },
+    )
+}
+
+fn status_now(dir: &Path) -> anyhow::Result<StatusReport> {
+    match ctl::call(dir, &Request::Status)? {
+        Reply::Status(report) => Ok(*report),
+        other => bail!("unexpected reply to status: {other:?}"),
+    }
+}
+
+/// `mate ctl chat TEXT`, timed.
+fn chat(dir: &Path, text: &str) -> anyhow::Result<ChatRun> {
+    let sent = Instant::now();
+    let (mut first, mut done, mut error) = (None, None, None);
+    ctl::request(
+        dir,
+        &Request::Chat { text: text.into() },
+        |reply| match reply {
+            Reply::Chunk { .. } => {
+                first.get_or_insert_with(Instant::now);
+                true
+            }
+            Reply::ChatDone { stats } => {
+                done = Some(stats);
+                false
+            }
+            Reply::Error { message } => {
+                error = Some(message);
+                false
+            }
+            _ => true,
+        },
+    )?;
+    if let Some(message) = error {
+        bail!("the chat failed: {message}");
+    }
+    let stats = done.context("the supervisor closed the chat without a reply")?;
+    Ok(ChatRun {
+        ttft_ms: f64::from(stats.ttft_ms),
+        gen_tokens_per_s: f64::from(stats.gen_tokens_per_s),
+        prompt_tokens_per_s: f64::from(stats.prompt_tokens_per_s),
+        prompt_tokens: stats.prompt_tokens,
+        cached_tokens: stats.cached_tokens,
+        generated_tokens: stats.generated_tokens,
+        stop: format!("{:?}", stats.stop),
+        client_ttft_ms: first.map(|at| ms(at - sent)),
+    })
+}
+
+/// Draws the report: a bar chart per metric with a bar per profile, and below them the
+/// downgrade reaction of every run for each sampling interval. SVG only, text as `<text>`.
+fn plot(path: &Path, rungs: &[RungSummary], downgrades: &[DowngradeSeries]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+    let root = SVGBackend::new(path, (1200, 960)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (metrics_area, downgrade_area) = root.split_vertically(620);
+
+    type Metric = (&'static str, fn(&RungSummary) -> Option<f64>);
+    let metrics: [Metric; 4] = [
+        ("generation tok/s (higher is better)", |r| {
+            Some(r.gen_tokens_per_s)
+        }),
+        ("time to first token, ms (lower is better)", |r| {
+            Some(r.ttft_ms)
+        }),
+        ("load ms (model + context)", |r| Some(r.load_ms)),
+        ("LLM worker RSS, MiB", |r| r.rss_mib),
+    ];
+    let names: Vec<&str> = rungs.iter().map(|r| r.profile.as_str()).collect();
+    let last = names.len().saturating_sub(1);
+    let label_style =
+        TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    for (area, (title, value)) in metrics_area.split_evenly((2, 2)).iter().zip(metrics) {
+        let values: Vec<Option<f64>> = rungs
+            .iter()
+            .map(|r| value(r).filter(|v| v.is_finite()))
+            .collect();
+        let highest = values.iter().flatten().copied().fold(0.0, f64::max);
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(56)
+            .build_cartesian_2d((0..last).into_segmented(), 0.0..(highest * 1.2).max(1.0))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .label_style(("sans-serif", 16))
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                    names.get(*i).map_or_else(String::new, |n| (*n).to_string())
+                }
+                SegmentValue::Last => String::new(),
+            })
+            .draw()?;
+        let bars = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| Some((i, (*v)?)));
+        chart.draw_series(bars.clone().map(|(i, v)| {
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), v),
+                ],
+                BLUE.mix(0.55).filled(),
+            );
+            bar.set_margin(0, 0, 14, 14);
+            bar
+        }))?;
+        chart.draw_series(bars.map(|(i, v)| {
+            Text::new(
+                format!("{v:.1}"),
+                (SegmentValue::CenterOf(i), v),
+                label_style.clone(),
+            )
+        }))?;
+    }
+
+    let n_runs = downgrades.iter().map(|d| d.runs.len()).max().unwrap_or(0) as i32;
+    let highest = downgrades
+        .iter()
+        .flat_map(|d| &d.runs)
+        .map(|r| r.ready_ms)
+        .fold(0.0, f64::max);
+    let mut chart = ChartBuilder::on(&downgrade_area)
+        .caption(
+            "downgrade reaction: VRAM critical → Downgraded (detection) and → lower profile Loaded (serving), ms",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        // Head room above the lines for the legend.
+        .build_cartesian_2d(0..n_runs + 1, 0.0..(highest * 1.6).max(1.0))?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .label_style(("sans-serif", 16))
+        .x_desc("run")
+        .x_label_formatter(&|x| {
+            if (1..=n_runs).contains(x) {
+                x.to_string()
+            } else {
+                String::new()
+            }
+        })
+        .draw()?;
+    let colors = [BLUE, RED, GREEN, MAGENTA];
+    for (series, color) in downgrades.iter().zip(colors) {
+        let points = |value: fn(&DowngradeRun) -> f64| -> Vec<(i32, f64)> {
+            series
+                .runs
+                .iter()
+                .zip(1..)
+                .map(|(r, x)| (x, value(r)))
+                .collect()
+        };
+        let lines = [
+            (
+                "detection",
+                points(|r| r.detection_ms),
+                color.mix(0.5).stroke_width(2),
+            ),
+            ("serving", points(|r| r.ready_ms), color.stroke_width(2)),
+        ];
+        for (what, points, style) in lines {
+            chart
+                .draw_series(LineSeries::new(points, style).point_size(4))?
+                .label(format!("sample_ms = {}: {what}", series.sample_ms))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1009,6 +1755,147 @@ mod tests {
             assert!(stat_ticks(pid).is_some());
             assert!(schedstat_ns(pid).is_some_and(|ns| ns > 0));
         }
+    }
+
+    #[test]
+    fn the_profiles_config_is_greedy_without_snapshots_and_samples_when_asked() {
+        let path = Path::new("bench.toml");
+        let resolve = |text: &str| {
+            let file = crate::config::parse(text, path).expect("valid config");
+            crate::config::resolve(&crate::config::Overrides::default(), file).expect("resolves")
+        };
+        let s = resolve(&profiles_config(0, 64, None));
+        assert_eq!(s.chat.sampling.temperature, 0.0);
+        assert_eq!(s.chat.sampling.max_tokens, 64);
+        assert_eq!(s.llm.snapshot_dir, None);
+        assert_eq!(s.threads, 0);
+        assert!(
+            s.gpu.auto_upgrade,
+            "only the downgrade runs turn upgrades off"
+        );
+        let s = resolve(&profiles_config(2, 16, Some(100)));
+        assert_eq!(s.threads, 2);
+        assert_eq!(s.gpu.sample, Duration::from_millis(100));
+        assert!(!s.gpu.auto_upgrade);
+        assert!(s.gpu.auto_downgrade);
+    }
+
+    #[test]
+    fn the_scenario_jumps_from_calm_to_critical() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gpu.toml");
+        let critical = crate::pressure::Thresholds::default().critical_percent;
+        write_scenario(&path, CALM_MB).expect("write");
+        let mut probe =
+            crate::gpu::open(&crate::gpu::GpuChoice::Simulated(path.clone())).expect("opens");
+        let calm = probe.sample(None).expect("reads");
+        assert_eq!(calm.total_bytes, CARD_MB << 20);
+        assert_eq!(calm.used_bytes, CALM_MB << 20);
+        write_scenario(&path, CRITICAL_MB).expect("rewrite");
+        let jumped = probe.sample(None).expect("reads again");
+        assert_eq!(jumped.used_bytes, CRITICAL_MB << 20);
+        assert!(
+            jumped.used_percent() >= critical,
+            "{}",
+            jumped.used_percent()
+        );
+    }
+
+    fn fake_rung(name: &str, tok_s: [f64; 3], ttft: [f64; 3]) -> RungMeasure {
+        RungMeasure {
+            profile: Profile {
+                name: name.into(),
+                ..Profile::cpu(4096)
+            },
+            estimated_vram_bytes: 300 << 20,
+            load_ms: 700.0,
+            warmup_ms: 40.0,
+            up_to_loaded_ms: 900.0,
+            chats: tok_s
+                .iter()
+                .zip(ttft)
+                .map(|(&t, ttft_ms)| ChatRun {
+                    ttft_ms,
+                    gen_tokens_per_s: t,
+                    prompt_tokens_per_s: 100.0,
+                    prompt_tokens: 30,
+                    cached_tokens: 0,
+                    generated_tokens: 64,
+                    stop: "MaxTokens".into(),
+                    client_ttft_ms: Some(ttft_ms + 1.0),
+                })
+                .collect(),
+            rss_kib: Some(400 * 1024),
+            rss_peak_kib: Some(410 * 1024),
+            vram_bytes: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_takes_medians_and_ratios_to_the_cpu_rung() {
+        let rungs = [
+            fake_rung("performance", [30.0, 50.0, 40.0], [200.0, 100.0, 150.0]),
+            fake_rung("cpu", [20.0, 21.0, 19.0], [100.0, 110.0, 90.0]),
+        ];
+        let s = summarize(&rungs);
+        assert_eq!(s[0].gen_tokens_per_s, 40.0);
+        assert_eq!(s[0].ttft_ms, 150.0);
+        assert_eq!(s[0].client_ttft_ms, Some(151.0));
+        assert_eq!(s[0].generated_tokens, 64.0);
+        assert_eq!(s[0].estimated_vram_mib, 300.0);
+        assert_eq!(s[0].rss_mib, Some(400.0));
+        assert_eq!(s[0].vram_mib, None);
+        assert_eq!(s[0].gen_tokens_per_s_vs_baseline, Some(2.0));
+        assert_eq!(s[0].ttft_vs_baseline, Some(1.5));
+        assert_eq!(s[1].gen_tokens_per_s_vs_baseline, Some(1.0));
+        let without_cpu = summarize(&rungs[..1]);
+        assert_eq!(without_cpu[0].gen_tokens_per_s_vs_baseline, None);
+    }
+
+    #[test]
+    fn the_plot_names_every_profile_and_sampling_interval() {
+        let rungs = summarize(&[
+            fake_rung("performance", [31.5; 3], [100.0; 3]),
+            fake_rung("low_memory", [25.0; 3], [120.0; 3]),
+            fake_rung("cpu", [20.0; 3], [140.0; 3]),
+        ]);
+        let run = |detection_ms: f64| DowngradeRun {
+            from: "performance".into(),
+            to: "balanced".into(),
+            cause: "Critical".into(),
+            used_percent: Some(97.0),
+            detection_ms,
+            ready_ms: detection_ms + 800.0,
+            reload_ms: 800.0,
+            load_ms: 700.0,
+            warmup_ms: 40.0,
+        };
+        let downgrades = [
+            DowngradeSeries {
+                sample_ms: 100,
+                runs: vec![run(50.0), run(80.0)],
+            },
+            DowngradeSeries {
+                sample_ms: 500,
+                runs: vec![run(250.0), run(400.0)],
+            },
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("profiles.svg");
+        plot(&path, &rungs, &downgrades).expect("plots");
+        let svg = std::fs::read_to_string(&path).expect("read");
+        assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+        // plotters writes each text on a line of its own.
+        let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+        for name in ["performance", "low_memory", "cpu"] {
+            assert!(texts.contains(&name), "no label {name} in the SVG");
+        }
+        for sample_ms in [100, 500] {
+            let legend = format!("sample_ms = {sample_ms}: detection");
+            assert!(texts.contains(&legend.as_str()), "no legend {legend}");
+        }
+        // Each bar's value is written on it (not a tick of the axis).
+        assert!(texts.contains(&"31.5"));
     }
 
     #[test]

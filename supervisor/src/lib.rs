@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod config;
 pub mod ctl;
+pub mod cues;
 pub mod direct;
 pub mod gguf;
 pub mod gpu;

@@ -92,7 +92,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure: the LLM worker against llama.cpp in-process, thread counts, or restarts
+    /// Measure: the LLM worker against llama.cpp in-process, thread counts, restarts, or the
+    /// profile ladder
     #[cfg(feature = "llm")]
     Bench {
         #[command(subcommand)]
@@ -187,6 +188,22 @@ enum BenchCommand {
         /// Kills (medians and p90 are reported)
         #[arg(long, default_value_t = 20)]
         runs: usize,
+    },
+    /// The same greedy reply under each rung of the profile ladder, each in a fresh `mate up`
+    /// in a temp state dir: load time, TTFT, generation tok/s, the LLM worker's RSS and (on a
+    /// real GPU) VRAM, with ratios to the `cpu` rung. Then the downgrade reaction on a
+    /// simulated 4 GiB card whose other applications jump to critical: → Downgraded
+    /// (detection) and → the lower profile Loaded (serving again), with the GPU sampled every
+    /// 100 ms and every 500 ms. JSON on stdout.
+    Profiles {
+        /// Replies per profile, and downgrades per sampling interval (medians are reported)
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: u32,
+        /// Also write profiles.json and profiles.svg (a plot of the figures) into DIR
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Prompt and generation tok/s for each thread count. JSON on stdout.
     Threads {
@@ -924,6 +941,21 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
                 model,
                 runs: runs.max(1),
                 threads: settings.threads,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        BenchCommand::Profiles {
+            runs,
+            max_tokens,
+            out,
+        } => {
+            let report = mate::bench::profiles(&mate::bench::ProfilesBench {
+                exe: std::env::current_exe().context("locating the mate executable")?,
+                model,
+                runs: runs.max(1),
+                max_tokens: max_tokens.max(2),
+                threads: settings.threads,
+                out,
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
