@@ -114,7 +114,7 @@ fn a_pressure_ramp_walks_down_one_rung_per_decision_while_the_chat_completes() {
             "ctl",
             "chat",
             "--json",
-            "Tell me a long story about a brave little boat.",
+            "Tell me a long story about a cat who sails around the world.",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -130,10 +130,11 @@ fn a_pressure_ramp_walks_down_one_rung_per_decision_while_the_chat_completes() {
             }
         }
     });
-    // The reply streams; then other applications fill the card within 4 s and stay.
+    // The reply streams; then other applications take the card to the critical zone at
+    // once and on to 4000 MiB within 2 s, and stay there.
     let first = lines.recv_timeout(LONG).expect("a first line");
     assert!(first.get("Chunk").is_some(), "{first}");
-    scenario(&state, &[(0.0, 2000), (4.0, 4000)]);
+    scenario(&state, &[(0.0, 2800), (2.0, 4000)]);
     let stats = loop {
         let line = lines
             .recv_timeout(LONG)
