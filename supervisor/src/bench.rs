@@ -1148,6 +1148,10 @@ struct DowngradeRun {
     used_percent: Option<f32>,
     /// Rename → `Downgraded`: the probe's next sample, and the decision.
     detection_ms: f64,
+    /// Rename → the old worker's `Exited` (it stops gracefully), and → the new one's
+    /// `Spawned`.
+    old_exited_ms: Option<f64>,
+    spawned_ms: Option<f64>,
     /// Rename → `Loaded` on the lower profile: serving again.
     ready_ms: f64,
     /// `Downgraded` → `Loaded`: stopping the worker, starting the next, loading.
@@ -1165,13 +1169,23 @@ struct DowngradeSeries {
 }
 
 impl DowngradeSeries {
-    fn report(&self) -> serde_json::Value {
+    /// Spreads and phases, with the config the supervisor ran with.
+    fn report(&self, config: String) -> serde_json::Value {
         let col = |f: fn(&DowngradeRun) -> f64| self.runs.iter().map(f).collect::<Vec<_>>();
+        let phase =
+            |f: fn(&DowngradeRun) -> Option<f64>| median(self.runs.iter().filter_map(f).collect());
         json!({
             "sample_ms": self.sample_ms,
+            "config": config,
             "detection_ms": spread(&col(|r| r.detection_ms)),
             "ready_ms": spread(&col(|r| r.ready_ms)),
             "reload_ms": spread(&col(|r| r.reload_ms)),
+            "phases_median_ms": {
+                "downgraded_to_old_exited": phase(|r| Some(r.old_exited_ms? - r.detection_ms)),
+                "old_exited_to_spawned": phase(|r| Some(r.spawned_ms? - r.old_exited_ms?)),
+                "spawned_to_loaded": phase(|r| Some(r.ready_ms - r.spawned_ms?)),
+                "load_and_warmup": median(col(|r| r.load_ms + r.warmup_ms)),
+            },
             "runs_detail": self.runs,
         })
     }
@@ -1239,8 +1253,10 @@ pub fn profiles(b: &ProfilesBench) -> anyhow::Result<serde_json::Value> {
         "downgrade": {
             "card_mb": CARD_MB,
             "other_apps_mb": { "calm": CALM_MB, "critical": CRITICAL_MB },
-            "config": profiles_config(b.threads, b.max_tokens, Some(SAMPLE_INTERVALS_MS[0])),
-            "series": downgrades.iter().map(DowngradeSeries::report).collect::<Vec<_>>(),
+            "series": downgrades
+                .iter()
+                .map(|d| d.report(profiles_config(b.threads, b.max_tokens, Some(d.sample_ms))))
+                .collect::<Vec<_>>(),
         },
         "runs_detail": rungs,
     });
@@ -1361,8 +1377,10 @@ fn measure_downgrades(
             "mate bench profiles: sample_ms {sample_ms}, downgrade {run}/{}",
             b.runs
         );
-        // A calm reading or two on the loaded profile first, as in normal operation.
-        std::thread::sleep(SETTLE + 2 * sample);
+        // A calm reading or two on the loaded profile first, as in normal operation; then a
+        // jitter, so the jump falls at a random point of the sampling interval (the runs'
+        // rhythm would otherwise keep it at much the same point).
+        std::thread::sleep(SETTLE + 2 * sample + jitter(sample));
         while events.try_recv().is_ok() {}
         let written = write_scenario(&scenario, CRITICAL_MB)?;
         let (from, to, cause, used_percent, downgraded_ms) =
@@ -1387,6 +1405,8 @@ fn measure_downgrades(
         if from != top {
             bail!("run {run}: the LLM stepped down from {from}, not {top}");
         }
+        // The old worker stops before the new one starts: its VRAM must be free first.
+        let (mut exited_ms, mut spawned_ms) = (None, None);
         let (load_ms, warmup_ms, loaded_ms) = await_event(
             &events,
             READY_LIMIT,
@@ -1398,17 +1418,28 @@ fn measure_downgrades(
                     warmup_ms,
                     ..
                 } if *profile == to => Some((f64::from(*load_ms), f64::from(*warmup_ms), e.at_ms)),
+                EventKind::Exited { .. } if e.worker == Some(WorkerKind::Llm) => {
+                    exited_ms.get_or_insert(e.at_ms);
+                    None
+                }
+                EventKind::Spawned { .. } if e.worker == Some(WorkerKind::Llm) => {
+                    spawned_ms.get_or_insert(e.at_ms);
+                    None
+                }
                 _ => None,
             },
         )
         .with_context(|| format!("run {run}: after the downgrade to {to}"))?;
-        let (detection_ms, ready_ms) = (downgraded_ms as f64 - written, loaded_ms as f64 - written);
+        let after = |at_ms: u64| at_ms as f64 - written;
+        let (detection_ms, ready_ms) = (after(downgraded_ms), after(loaded_ms));
         runs.push(DowngradeRun {
             from,
             to,
             cause,
             used_percent,
             detection_ms,
+            old_exited_ms: exited_ms.map(after),
+            spawned_ms: spawned_ms.map(after),
             ready_ms,
             reload_ms: ready_ms - detection_ms,
             load_ms,
@@ -1437,6 +1468,15 @@ fn measure_downgrades(
         bail!("the supervisor did not shut down cleanly: {shutdown}");
     }
     Ok(DowngradeSeries { sample_ms, runs })
+}
+
+/// A pseudo-random duration below `max`, from the clock's nanoseconds.
+fn jitter(max: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(nanos % max)
 }
 
 /// Writes the simulated card with other applications holding `other_mb`, the way an editor
@@ -1641,7 +1681,8 @@ fn plot(path: &Path, rungs: &[RungSummary], downgrades: &[DowngradeSeries]) -> a
         .fold(0.0, f64::max);
     let mut chart = ChartBuilder::on(&downgrade_area)
         .caption(
-            "downgrade reaction: VRAM critical → Downgraded (detection) and → lower profile Loaded (serving), ms",
+            "downgrade reaction, ms from VRAM critical to Downgraded (detection) and to the \
+             lower profile Loaded (serving)",
             ("sans-serif", 20),
         )
         .margin(12)
@@ -1865,6 +1906,8 @@ mod tests {
             cause: "Critical".into(),
             used_percent: Some(97.0),
             detection_ms,
+            old_exited_ms: Some(detection_ms + 50.0),
+            spawned_ms: Some(detection_ms + 55.0),
             ready_ms: detection_ms + 800.0,
             reload_ms: 800.0,
             load_ms: 700.0,
