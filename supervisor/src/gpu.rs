@@ -73,6 +73,42 @@ pub enum GpuChoice {
     Off,
 }
 
+/// The GPU as first seen: the card (when there is one to watch), a first reading, and why
+/// either is missing.
+#[derive(Debug, Clone, Default)]
+pub struct FirstLook {
+    pub info: Option<GpuInfo>,
+    pub reading: Option<VramReading>,
+    pub note: Option<String>,
+}
+
+/// Opens the probe for `choice` and takes a first reading, as `mate up` and `mate doctor`
+/// both start. No NVIDIA GPU is a note; a broken scenario file is an error.
+pub fn first_look(choice: &GpuChoice) -> Result<(Option<Box<dyn GpuProbe>>, FirstLook), String> {
+    match open(choice) {
+        Ok(mut probe) => {
+            let (reading, note) = match probe.sample(None) {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e)),
+            };
+            let look = FirstLook {
+                info: Some(probe.info().clone()),
+                reading,
+                note,
+            };
+            Ok((Some(probe), look))
+        }
+        Err(note) if matches!(choice, GpuChoice::Simulated(_)) => Err(note),
+        Err(note) => Ok((
+            None,
+            FirstLook {
+                note: Some(note),
+                ..FirstLook::default()
+            },
+        )),
+    }
+}
+
 /// Opens the probe. `Err(note)` when there is none to use; the note is shown to users as is
 /// ("no NVIDIA GPU (libnvidia-ml.so.1 not found)", "GPU monitoring is off", or for Simulated a
 /// *clear* error naming the scenario file and what is wrong with it — the caller turns a bad

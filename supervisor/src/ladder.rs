@@ -316,11 +316,16 @@ pub fn suggest(ladder: &[Rung], card: Option<(u64, u64)>, below_percent: f32) ->
     let Some((total, used)) = card else {
         return &ladder[last];
     };
-    let limit = (total as f64 * f64::from(below_percent) / 100.0) as u64;
     ladder
         .iter()
-        .find(|r| used.saturating_add(r.estimated_vram_bytes) <= limit)
+        .find(|r| fits(r, total, used, below_percent))
         .unwrap_or(&ladder[last])
+}
+
+/// Whether `rung` next to `used` bytes keeps a card of `total` at or below `below_percent`.
+pub fn fits(rung: &Rung, total: u64, used: u64, below_percent: f32) -> bool {
+    let limit = (total as f64 * f64::from(below_percent) / 100.0) as u64;
+    used.saturating_add(rung.estimated_vram_bytes) <= limit
 }
 
 /// The ladder for a model on a card, and where to start on it.

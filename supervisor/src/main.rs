@@ -746,15 +746,17 @@ fn doctor(settings: &Settings, json: bool) -> Result<(), Failure> {
     let mlock = model_bytes > 0 && facts.mlock_is_safe(model_bytes);
 
     // The GPU as the supervisor would see it, and the ladder it would compute.
-    let (gpu_info, reading, gpu_note) = match gpu::open(&settings.gpu.choice) {
-        Ok(mut probe) => {
-            let info = probe.info().clone();
-            match probe.sample(None) {
-                Ok(r) => (Some(info), Some(r), None),
-                Err(e) => (Some(info), None, Some(e)),
-            }
-        }
-        Err(note) => (None, None, Some(note)),
+    // A broken scenario file is shown here, not refused: doctor reports what it finds.
+    let gpu::FirstLook {
+        info: gpu_info,
+        reading,
+        note: gpu_note,
+    } = match gpu::first_look(&settings.gpu.choice) {
+        Ok((_, look)) => look,
+        Err(note) => gpu::FirstLook {
+            note: Some(note),
+            ..gpu::FirstLook::default()
+        },
     };
     let below = settings.gpu.thresholds.upgrade_below_percent;
     let plan = match &model {
@@ -861,8 +863,7 @@ fn doctor(settings: &Settings, json: bool) -> Result<(), Failure> {
                 let p = &rung.profile;
                 let fits = match &reading {
                     Some(r) if rung.estimated_vram_bytes > 0 => {
-                        let used = r.used_bytes + rung.estimated_vram_bytes;
-                        if used as f64 <= r.total_bytes as f64 * f64::from(below) / 100.0 {
+                        if ladder::fits(rung, r.total_bytes, r.used_bytes, below) {
                             "fits now"
                         } else {
                             "does not fit now"

@@ -46,7 +46,7 @@ use tracing::{debug, info};
 
 use crate::{
     config::Settings,
-    gpu::{self, GpuChoice, GpuProbe, LlmFootprint},
+    gpu::{self, LlmFootprint},
     journal::{now_ms, Journal},
     ladder::{self, unknown_profile},
     policy::{Decision, Restarts},
@@ -321,7 +321,7 @@ impl StateLock {
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let state_dir = opts.settings.state_dir.clone();
     // Before anything is created in the state dir: a broken scenario file leaves nothing behind.
-    let (probe, gpu) = open_gpu(&opts.settings.gpu.choice)?;
+    let (probe, gpu) = gpu::first_look(&opts.settings.gpu.choice).map_err(anyhow::Error::msg)?;
     let lock = StateLock::acquire(&state_dir)?;
     let endpoint = Endpoint::for_state_dir(&state_dir);
     let listener = endpoint.listen_tokio()?;
@@ -367,50 +367,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The GPU as the supervisor knows it.
-#[derive(Debug)]
-struct GpuState {
-    name: Option<String>,
-    simulated: bool,
-    total_bytes: Option<u64>,
-    /// Why there is no GPU to watch, or the last sample's error.
-    note: Option<String>,
-    reading: Option<VramReading>,
-}
-
-/// Opens the configured probe and takes a first reading (the starting profile is chosen from
-/// it). No NVIDIA GPU is not an error; a broken scenario file is.
-fn open_gpu(choice: &GpuChoice) -> anyhow::Result<(Option<Box<dyn GpuProbe>>, GpuState)> {
-    match gpu::open(choice) {
-        Ok(mut probe) => {
-            let info = probe.info().clone();
-            let (reading, note) = match probe.sample(None) {
-                Ok(r) => (Some(r), None),
-                Err(e) => (None, Some(e)),
-            };
-            let state = GpuState {
-                name: Some(info.name),
-                simulated: info.simulated,
-                total_bytes: Some(info.total_bytes),
-                note,
-                reading,
-            };
-            Ok((Some(probe), state))
-        }
-        Err(note) if matches!(choice, GpuChoice::Simulated(_)) => anyhow::bail!(note),
-        Err(note) => Ok((
-            None,
-            GpuState {
-                name: None,
-                simulated: false,
-                total_bytes: None,
-                note: Some(note),
-                reading: None,
-            },
-        )),
-    }
-}
-
 struct Supervisor {
     opts: Options,
     endpoint: Endpoint,
@@ -427,7 +383,8 @@ struct Supervisor {
     /// The highest rung automatic upgrades go back to: the one the user asked for.
     ceiling: usize,
     pressure: Pressure,
-    gpu: GpuState,
+    /// The card, its last reading, and why either is missing (or the last sample's error).
+    gpu: gpu::FirstLook,
     /// What the GPU sampler needs to know about the LLM worker.
     footprint: Arc<Mutex<Option<LlmFootprint>>>,
     last_decision: Option<JournalEvent>,
@@ -455,7 +412,7 @@ impl Supervisor {
         endpoint: Endpoint,
         auth: Arc<Auth>,
         events: mpsc::Sender<Event>,
-        gpu: GpuState,
+        gpu: gpu::FirstLook,
     ) -> anyhow::Result<Supervisor> {
         let state_dir = &opts.settings.state_dir;
         let mut journal = Journal::open(Journal::path_in(state_dir));
@@ -501,7 +458,7 @@ impl Supervisor {
         let plan = ladder::plan(
             &gpu_settings.ladder,
             &opts.model,
-            gpu.total_bytes,
+            gpu.info.as_ref().map(|g| g.total_bytes),
             gpu.reading.as_ref(),
             &opts.settings.profile,
             gpu_settings.thresholds.upgrade_below_percent,
@@ -1051,6 +1008,20 @@ impl Supervisor {
             .unwrap_or(self.ladder.len() - 1)
     }
 
+    /// Why a downgrade that is due cannot happen.
+    fn why_no_downgrade(&self) -> String {
+        if self.opts.settings.gpu.auto_downgrade {
+            format!(
+                "the LLM is already on the lowest profile that helps ({})",
+                self.profile
+            )
+        } else {
+            "automatic downgrades are off (--no-auto-downgrade): `mate ctl profile NAME` lowers \
+             it by hand"
+                .to_string()
+        }
+    }
+
     fn can_downgrade(&self) -> bool {
         self.opts.settings.gpu.auto_downgrade && self.rung_index() + 1 < self.ladder.len()
     }
@@ -1111,11 +1082,7 @@ impl Supervisor {
     ) {
         if !self.can_downgrade() {
             let last = self.worker(WorkerKind::Llm).last_error.clone();
-            let hint = if self.opts.settings.gpu.auto_downgrade {
-                "it is on the lowest profile".to_string()
-            } else {
-                "automatic downgrades are off".to_string()
-            };
+            let hint = self.why_no_downgrade();
             let mut reason = format!("the llm worker {why}; {hint}");
             if let Some(last) = last.filter(|l| !why.contains(l.as_str())) {
                 reason.push_str(&format!(" (last error: {last})"));
@@ -1198,7 +1165,7 @@ impl Supervisor {
                 .estimated_vram_bytes
                 .saturating_sub(self.ladder[at].estimated_vram_bytes)
         });
-        let used = describe_reading(&reading);
+        // Readings are described only when a decision is made, not on every sample.
         match self
             .pressure
             .sample(Instant::now().into_std(), &reading, extra)
@@ -1207,7 +1174,7 @@ impl Supervisor {
             Verdict::Alert(why) => self.decide(
                 Level::Warn,
                 EventKind::VramAlert { reading },
-                format!("{why} ({used})"),
+                format!("{why} ({})", describe_reading(&reading)),
             ),
             Verdict::Downgrade { cause, why }
                 if self.can_downgrade() && self.lower_with_less_vram().is_some() =>
@@ -1215,26 +1182,16 @@ impl Supervisor {
                 self.downgrade_or_fail(
                     cause,
                     Some(reading),
-                    &format!("needs room: {why} ({used})"),
+                    &format!("needs room: {why} ({})", describe_reading(&reading)),
                 );
             }
             Verdict::Downgrade { why, .. } => {
                 if self.pressure.hold() {
-                    let hint = if self.opts.settings.gpu.auto_downgrade {
-                        format!(
-                            "no lower profile needs less VRAM than {}: the LLM is already on \
-                             the lowest profile that helps",
-                            self.profile
-                        )
-                    } else {
-                        "automatic downgrades are off (--no-auto-downgrade): `mate ctl \
-                         profile NAME` lowers it by hand"
-                            .to_string()
-                    };
+                    let hint = self.why_no_downgrade();
                     self.decide(
                         Level::Warn,
                         EventKind::VramAlert { reading },
-                        format!("{why} ({used}); {hint}"),
+                        format!("{why} ({}); {hint}", describe_reading(&reading)),
                     );
                 }
             }
@@ -1254,7 +1211,10 @@ impl Supervisor {
                         to: to.clone(),
                         reading,
                     },
-                    format!("raising the LLM profile from {from} to {to}: {why} ({used})"),
+                    format!(
+                        "raising the LLM profile from {from} to {to}: {why} ({})",
+                        describe_reading(&reading)
+                    ),
                 );
                 self.respawn(WorkerKind::Llm);
             }
@@ -1729,8 +1689,8 @@ impl Supervisor {
             ceiling: self.ladder[self.ceiling].profile.name.clone(),
             ladder: self.ladder.clone(),
             gpu: GpuReport {
-                name: self.gpu.name.clone(),
-                simulated: self.gpu.simulated,
+                name: self.gpu.info.as_ref().map(|g| g.name.clone()),
+                simulated: self.gpu.info.as_ref().is_some_and(|g| g.simulated),
                 note: self.gpu.note.clone(),
                 reading: self.gpu.reading,
                 alert_percent: self.pressure.thresholds().alert_percent,
@@ -1889,14 +1849,15 @@ fn describe_reading(r: &VramReading) -> String {
     text
 }
 
-fn describe_gpu(gpu: &GpuState) -> String {
-    match (&gpu.name, gpu.total_bytes) {
-        (Some(name), Some(total)) => format!(
-            "GPU {name}{} with {}",
-            if gpu.simulated { " (simulated)" } else { "" },
-            gib(total)
+fn describe_gpu(gpu: &gpu::FirstLook) -> String {
+    match &gpu.info {
+        Some(g) => format!(
+            "GPU {}{} with {}",
+            g.name,
+            if g.simulated { " (simulated)" } else { "" },
+            gib(g.total_bytes)
         ),
-        _ => gpu.note.clone().unwrap_or_else(|| "no GPU".into()),
+        None => gpu.note.clone().unwrap_or_else(|| "no GPU".into()),
     }
 }
 

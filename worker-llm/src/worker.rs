@@ -175,26 +175,12 @@ fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result
                 })?;
                 continue;
             }
-            Err(e) => {
-                // Out of memory and the like: a restart on a smaller profile may help, which
-                // is the supervisor's call. Say why, then end the process.
-                tx.send(&FromWorker::Notice {
-                    level: Level::Error,
-                    message: e.to_string(),
-                })?;
-                std::process::exit(EXIT_LOAD_FAILED);
-            }
+            Err(e) => return Err(exit_load_failed(tx, e.to_string())),
         };
         let (model, profile, threads, mut report) = loaded;
         let mut session = match model.session(&profile, threads) {
             Ok(s) => s,
-            Err(e) => {
-                tx.send(&FromWorker::Notice {
-                    level: Level::Error,
-                    message: e.to_string(),
-                })?;
-                std::process::exit(EXIT_LOAD_FAILED);
-            }
+            Err(e) => return Err(exit_load_failed(tx, e.to_string())),
         };
         if options.warmup {
             match session.warmup() {
@@ -301,6 +287,18 @@ fn load(path: &Path, mut profile: Profile, tx: &LinkSender) -> Result<Loaded, Ll
         restored_tokens: 0,
     };
     Ok((model, profile, threads, report))
+}
+
+/// Out of memory and the like while loading: a restart on a smaller profile may help, which
+/// is the supervisor's call. Says why, then ends the process (the error only if saying failed).
+fn exit_load_failed(tx: &LinkSender, message: String) -> Error {
+    if let Err(e) = tx.send(&FromWorker::Notice {
+        level: Level::Error,
+        message,
+    }) {
+        return e;
+    }
+    std::process::exit(EXIT_LOAD_FAILED)
 }
 
 fn refuse(tx: &LinkSender, msg: ToWorker, why: &str) -> Result<(), Error> {
