@@ -16,6 +16,7 @@ mod error;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod unity;
 pub mod worker;
 
 #[cfg(feature = "tokio")]

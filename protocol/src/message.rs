@@ -264,6 +264,56 @@ pub enum AvatarCommand {
     },
 }
 
+/// The part of the avatar a command sets, for commands that set state rather than trigger
+/// something once. A newer command for a part replaces an older one, and the latest one per
+/// part is what a restarted Unity app or bridge is brought back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvatarPart {
+    Model,
+    Expression,
+    Blink,
+    /// A looping animation.
+    Loop,
+}
+
+/// "expression happy (intensity 1.00, 150 ms)", "animation wave (looping)", for logs and
+/// event lists.
+impl std::fmt::Display for AvatarCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = |b: bool| if b { "on" } else { "off" };
+        match self {
+            AvatarCommand::LoadVrm { path } => write!(f, "load model {path}"),
+            AvatarCommand::SetExpression {
+                expression,
+                intensity,
+                transition_ms,
+            } => write!(
+                f,
+                "expression {expression} (intensity {intensity:.2}, {transition_ms} ms)"
+            ),
+            AvatarCommand::PlayAnimation { name, looped } => write!(
+                f,
+                "animation {name}{}",
+                if *looped { " (looping)" } else { "" }
+            ),
+            AvatarCommand::Blink { enabled } => write!(f, "blink {}", on(*enabled)),
+        }
+    }
+}
+
+impl AvatarCommand {
+    /// `None` for a one-shot animation.
+    pub fn part(&self) -> Option<AvatarPart> {
+        match self {
+            AvatarCommand::LoadVrm { .. } => Some(AvatarPart::Model),
+            AvatarCommand::SetExpression { .. } => Some(AvatarPart::Expression),
+            AvatarCommand::Blink { .. } => Some(AvatarPart::Blink),
+            AvatarCommand::PlayAnimation { looped: true, .. } => Some(AvatarPart::Loop),
+            AvatarCommand::PlayAnimation { looped: false, .. } => None,
+        }
+    }
+}
+
 /// Resource figures a worker reports with each heartbeat reply.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -272,6 +322,8 @@ pub struct WorkerVitals {
     pub cpu_percent: f32,
     /// Only from the LLM worker.
     pub llm: Option<LlmVitals>,
+    /// Only from the bridge worker.
+    pub bridge: Option<BridgeStatus>,
 }
 
 /// What the LLM worker is doing, for heartbeats and the dashboard.
@@ -444,6 +496,8 @@ pub enum ToWorker {
         request_id: u64,
         messages: Vec<ChatMessage>,
     },
+    /// Bridge: where Unity is and how to talk to it (sent once the worker is ready).
+    Unity(UnityOptions),
 }
 
 /// Worker → supervisor.
@@ -510,15 +564,88 @@ pub enum Level {
     Error,
 }
 
+/// The bridge worker's view of its Unity peer, sent when it changes and with every heartbeat.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BridgeStatus {
     pub connected: bool,
+    /// The Unity address (and, once connected, the peer it answered from).
     pub peer: String,
+    /// Commands waiting to be sent (coalescing, or no Unity to send them to).
     pub queue_depth: u32,
+    /// Lines sent and not answered yet.
     pub acks_pending: u32,
+    /// Commands sent per second, over the last few seconds.
     pub commands_per_s: f32,
     pub last_error: Option<String>,
+    /// Successful connections since the worker started (reconnects are this minus one).
+    pub connects: u32,
+    /// Commands sent (each command of a batch counts) and lines they went in.
+    pub sent: u64,
+    pub lines: u64,
+    /// Commands Unity confirmed, and commands it answered with an error.
+    pub acked: u64,
+    pub errors: u64,
+    /// Lines that got no answer within the ack timeout.
+    pub timeouts: u64,
+    /// Reply lines that were not JSON, not a reply, matched nothing sent, or too long.
+    pub malformed: u64,
+    /// Commands given up: expired (TTL) before Unity came back, or pushed out of a full queue.
+    pub dropped: u64,
+    /// The expression the avatar shows (or will, once Unity is back).
+    pub expression: Option<String>,
+}
+
+impl BridgeStatus {
+    /// "connected to …" or "waiting for Unity at …", as status lines print it.
+    pub fn describe(&self) -> String {
+        if self.connected {
+            format!("connected to {}", self.peer)
+        } else if self.peer.is_empty() {
+            "not configured".into()
+        } else {
+            format!("waiting for Unity at {}", self.peer)
+        }
+    }
+}
+
+/// How the bridge worker talks to Unity; sent by the supervisor when the worker is ready.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnityOptions {
+    /// `host:port` of the Unity app's listener.
+    pub address: String,
+    /// VRM model to load on every (re)connect; `None`: whatever Unity shows.
+    pub vrm: Option<String>,
+    /// Commands issued within this window go out as one batch.
+    pub batch_window_ms: u32,
+    pub ack_timeout_ms: u32,
+    /// Commands older than this are not sent after a reconnect (state is restored instead).
+    pub ttl_ms: u32,
+    /// Longest reply line accepted.
+    pub max_line_bytes: u32,
+    /// Reconnect backoff ceiling.
+    pub reconnect_max_ms: u32,
+    /// Most commands held while Unity is away.
+    pub queue_limit: u32,
+    /// Keep the avatar's auto-blink on.
+    pub blink: bool,
+}
+
+impl Default for UnityOptions {
+    fn default() -> Self {
+        UnityOptions {
+            address: crate::unity::DEFAULT_ADDRESS.into(),
+            vrm: None,
+            batch_window_ms: 16,
+            ack_timeout_ms: 2000,
+            ttl_ms: 5000,
+            max_line_bytes: crate::unity::DEFAULT_MAX_LINE as u32,
+            reconnect_max_ms: 2000,
+            queue_limit: 256,
+            blink: true,
+        }
+    }
 }
 
 /// Client (`mate ctl`, the TUI) → supervisor.
@@ -554,6 +681,8 @@ pub enum Request {
         worker: WorkerKind,
         fault: Fault,
     },
+    /// Send one command to the avatar through the bridge worker.
+    Avatar(AvatarCommand),
 }
 
 /// Supervisor → client.

@@ -66,6 +66,7 @@ fn to_worker_tag(m: &ToWorker) -> usize {
         ToWorker::Cancel { .. } => 5,
         ToWorker::Avatar(_) => 6,
         ToWorker::Ingest { .. } => 7,
+        ToWorker::Unity(_) => 8,
     }
 }
 fn from_worker_tag(m: &FromWorker) -> usize {
@@ -95,6 +96,7 @@ fn request_tag(m: &Request) -> usize {
         Request::Events { .. } => 7,
         Request::Shutdown => 8,
         Request::Inject { .. } => 9,
+        Request::Avatar(_) => 10,
     }
 }
 fn reply_tag(m: &Reply) -> usize {
@@ -181,6 +183,10 @@ fn to_worker_samples() -> Vec<ToWorker> {
                 text: "Hi!".into(),
             }],
         },
+        ToWorker::Unity(UnityOptions {
+            vrm: Some("/models/mate.vrm".into()),
+            ..UnityOptions::default()
+        }),
     ]
 }
 
@@ -201,6 +207,7 @@ fn from_worker_samples() -> Vec<FromWorker> {
                     ctx_used: 321,
                     last: Some(stats()),
                 }),
+                bridge: None,
             },
         },
         FromWorker::Fatal {
@@ -238,7 +245,16 @@ fn from_worker_samples() -> Vec<FromWorker> {
             queue_depth: 2,
             acks_pending: 1,
             commands_per_s: 30.0,
-            last_error: None,
+            last_error: Some("no reply from Unity to batch within 2000 ms".into()),
+            connects: 2,
+            sent: 120,
+            lines: 40,
+            acked: 117,
+            errors: 1,
+            timeouts: 1,
+            malformed: 3,
+            dropped: 4,
+            expression: Some("happy".into()),
         }),
         FromWorker::Ingested {
             request_id: 9,
@@ -279,6 +295,10 @@ fn request_samples() -> Vec<Request> {
             worker: WorkerKind::Llm,
             fault: Fault::Crash,
         },
+        Request::Avatar(AvatarCommand::PlayAnimation {
+            name: "wave".into(),
+            looped: false,
+        }),
     ]
 }
 
@@ -382,9 +402,9 @@ fn golden_samples_cover_every_variant() {
     covers(&reply_samples(), reply_tag);
     covers(&hello_reply_samples(), hello_reply_tag);
     // The last tag of each enum must have a sample too.
-    assert_eq!(to_worker_samples().len(), 8);
+    assert_eq!(to_worker_samples().len(), 9);
     assert_eq!(from_worker_samples().len(), 11);
-    assert_eq!(request_samples().len(), 10);
+    assert_eq!(request_samples().len(), 11);
     assert_eq!(reply_samples().len(), 6);
 }
 

@@ -137,6 +137,46 @@ impl WorkerLink {
     }
 }
 
+/// Measures this process's RSS and CPU for heartbeat replies.
+#[cfg(feature = "meter")]
+#[derive(Debug)]
+pub struct SelfMeter {
+    sys: sysinfo::System,
+    pid: sysinfo::Pid,
+}
+
+#[cfg(feature = "meter")]
+impl Default for SelfMeter {
+    fn default() -> Self {
+        SelfMeter {
+            sys: sysinfo::System::new(),
+            pid: sysinfo::Pid::from_u32(std::process::id()),
+        }
+    }
+}
+
+#[cfg(feature = "meter")]
+impl SelfMeter {
+    /// RSS and CPU% (of one core, since the last call); the worker-specific parts are empty.
+    pub fn vitals(&mut self) -> WorkerVitals {
+        use sysinfo::{ProcessRefreshKind, ProcessesToUpdate};
+        self.sys.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[self.pid]),
+            true,
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
+        let (rss_bytes, cpu_percent) = self
+            .sys
+            .process(self.pid)
+            .map_or((0, 0.0), |p| (p.memory(), p.cpu_usage()));
+        WorkerVitals {
+            rss_bytes,
+            cpu_percent,
+            ..WorkerVitals::default()
+        }
+    }
+}
+
 /// Makes the kernel send this process `SIGKILL` when its parent goes (Linux
 /// `PR_SET_PDEATHSIG`); a no-op elsewhere. If the parent is already gone by the time the
 /// request is in place, the process exits at once (code 1, with a line on stderr).

@@ -7,10 +7,11 @@ use std::{
     time::Duration,
 };
 
-use mate_protocol::{ChatTemplate, Coalesce, LlmOptions, Sampling};
+use mate_protocol::{AvatarCommand, ChatTemplate, Coalesce, LlmOptions, Sampling, UnityOptions};
 use serde::Deserialize;
 
 use crate::{
+    cues::CueMap,
     gpu::GpuChoice,
     ladder::{LadderSpec, ProfileOverride},
     policy::{Backoff, Policy},
@@ -36,6 +37,10 @@ pub struct FileConfig {
     pub chat: ChatConfig,
     #[serde(default)]
     pub gpu: GpuConfig,
+    #[serde(default)]
+    pub unity: UnityConfig,
+    #[serde(default)]
+    pub avatar: AvatarConfig,
     /// `[profiles.NAME]` tables: fields that replace the computed values of a rung.
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileOverride>,
@@ -64,6 +69,40 @@ pub struct GpuConfig {
     pub overhead_mb: Option<u64>,
     /// Rung names, highest first.
     pub ladder: Option<Vec<String>>,
+}
+
+/// The `[unity]` table: where the Unity app listens and how the bridge talks to it.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnityConfig {
+    pub address: Option<String>,
+    pub vrm: Option<PathBuf>,
+    pub batch_window_ms: Option<u32>,
+    pub ack_timeout_ms: Option<u32>,
+    pub ttl_ms: Option<u32>,
+    pub max_line_bytes: Option<u32>,
+    pub reconnect_max_ms: Option<u32>,
+    pub queue_limit: Option<u32>,
+    pub blink: Option<bool>,
+}
+
+/// The `[avatar]` table: what the reply makes the avatar show.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvatarConfig {
+    /// Shown from the user's message until the reply starts; "" for none.
+    pub thinking: Option<String>,
+    /// Shown when the reply starts and carries no cue of its own; "" to keep "thinking".
+    pub talking: Option<String>,
+    pub intensity: Option<f32>,
+    pub transition_ms: Option<u32>,
+    /// `[avatar.tags]`: tag name → expression, added to (or replacing) the built-in ones;
+    /// an expression of "" removes a built-in tag.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// `[avatar.lexicon]`: keyword or emoji → expression, the same way.
+    #[serde(default)]
+    pub lexicon: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -170,6 +209,30 @@ pub struct Settings {
     pub policy: Policy,
     pub chat: ChatSettings,
     pub gpu: GpuSettings,
+    pub unity: UnityOptions,
+    pub avatar: AvatarSettings,
+}
+
+/// What the reply makes the avatar show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AvatarSettings {
+    /// Empty: no expression change.
+    pub thinking: String,
+    pub talking: String,
+    pub intensity: f32,
+    pub transition_ms: u32,
+    pub cues: CueMap,
+}
+
+impl AvatarSettings {
+    /// The command that shows `expression`.
+    pub fn expression(&self, expression: &str) -> AvatarCommand {
+        AvatarCommand::SetExpression {
+            expression: expression.into(),
+            intensity: self.intensity,
+            transition_ms: self.transition_ms,
+        }
+    }
 }
 
 /// How the GPU is watched and the profile ladder run.
@@ -282,6 +345,8 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
         policy: policy(&file.supervisor),
         chat: chat(file.chat),
         gpu: gpu(overrides, file.gpu, file.profiles)?,
+        unity: unity(file.unity)?,
+        avatar: avatar(file.avatar),
         state_dir,
         model: overrides
             .model
@@ -388,6 +453,59 @@ fn gpu(
         auto_upgrade: c.auto_upgrade.unwrap_or(true) && !overrides.no_auto_upgrade,
         ladder,
     })
+}
+
+fn unity(c: UnityConfig) -> Result<UnityOptions, ConfigError> {
+    let d = UnityOptions::default();
+    let address = c.address.unwrap_or(d.address);
+    if !address.contains(':') {
+        return Err(ConfigError::Invalid(format!(
+            "[unity] address = {address:?} needs a port, as in \"127.0.0.1:5555\""
+        )));
+    }
+    Ok(UnityOptions {
+        address,
+        vrm: c
+            .vrm
+            .map(|p| expand_tilde(&p).to_string_lossy().into_owned()),
+        batch_window_ms: c.batch_window_ms.unwrap_or(d.batch_window_ms).min(10_000),
+        ack_timeout_ms: c
+            .ack_timeout_ms
+            .unwrap_or(d.ack_timeout_ms)
+            .clamp(10, 600_000),
+        ttl_ms: c.ttl_ms.unwrap_or(d.ttl_ms).min(86_400_000),
+        max_line_bytes: c
+            .max_line_bytes
+            .unwrap_or(d.max_line_bytes)
+            .clamp(256, 64 << 20),
+        reconnect_max_ms: c
+            .reconnect_max_ms
+            .unwrap_or(d.reconnect_max_ms)
+            .clamp(100, 600_000),
+        queue_limit: c.queue_limit.unwrap_or(d.queue_limit).clamp(1, 100_000),
+        blink: c.blink.unwrap_or(d.blink),
+    })
+}
+
+fn avatar(c: AvatarConfig) -> AvatarSettings {
+    let mut cues = CueMap::default();
+    for (table, mine) in [(&mut cues.tags, c.tags), (&mut cues.lexicon, c.lexicon)] {
+        for (key, expression) in mine {
+            let key = key.to_lowercase();
+            if expression.is_empty() {
+                table.remove(&key);
+            } else {
+                table.insert(key, expression);
+            }
+        }
+    }
+    AvatarSettings {
+        thinking: c.thinking.unwrap_or_else(|| "thinking".into()),
+        talking: c.talking.unwrap_or_else(|| "neutral".into()),
+        intensity: c.intensity.unwrap_or(1.0).clamp(0.0, 1.0),
+        transition_ms: c.transition_ms.unwrap_or(150).min(60_000),
+        cues,
+    }
 }
 
 fn chat(c: ChatConfig) -> ChatSettings {
@@ -533,6 +651,39 @@ mod tests {
             let err = resolve(&Overrides::default(), file).expect_err(bad);
             assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_unity_and_avatar_tables_set_the_bridge_and_the_cues() {
+        let file = parse(
+            "[unity]\naddress = \"10.0.0.2:6000\"\nbatch_window_ms = 0\nblink = false\n\
+             vrm = \"/m/mate.vrm\"\n\
+             [avatar]\nthinking = \"\"\n[avatar.tags]\nGrin = \"happy\"\nsad = \"\"\n\
+             [avatar.lexicon]\n\"🤔\" = \"thinking\"\n",
+            Path::new("c.toml"),
+        )
+        .expect("parse");
+        let s = resolve(&Overrides::default(), file).expect("resolve");
+        assert_eq!(s.unity.address, "10.0.0.2:6000");
+        assert_eq!(s.unity.vrm.as_deref(), Some("/m/mate.vrm"));
+        assert_eq!((s.unity.batch_window_ms, s.unity.blink), (0, false));
+        assert_eq!(
+            s.unity.ack_timeout_ms,
+            UnityOptions::default().ack_timeout_ms
+        );
+        assert_eq!(s.avatar.thinking, "");
+        assert_eq!(s.avatar.talking, "neutral");
+        assert_eq!(s.avatar.cues.tags["grin"], "happy");
+        assert!(!s.avatar.cues.tags.contains_key("sad"));
+        assert_eq!(s.avatar.cues.tags["happy"], "happy", "built-ins stay");
+        assert_eq!(s.avatar.cues.lexicon["🤔"], "thinking");
+
+        let file = parse("[unity]\naddress = \"localhost\"\n", Path::new("c.toml")).expect("parse");
+        let err = resolve(&Overrides::default(), file).expect_err("no port");
+        assert!(err.to_string().contains("needs a port"), "{err}");
+        let s = resolve(&Overrides::default(), FileConfig::default()).expect("resolve");
+        assert_eq!(s.unity, UnityOptions::default());
+        assert_eq!(s.avatar.thinking, "thinking");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use mate::{
     model::{self, ModelError, Progress, DEFAULT_MODEL},
     supervisor,
 };
-use mate_protocol::{Fault, Reply, Request, StatusReport, WorkerKind};
+use mate_protocol::{AvatarCommand, Fault, Reply, Request, StatusReport, WorkerKind};
+use mate_worker_bridge::sim::{Sim, SimOptions};
 
 /// Documented exit codes (README, "Exit codes").
 mod exit {
@@ -63,6 +64,10 @@ struct UpArgs {
     /// Never raise the profile back when VRAM pressure clears
     #[arg(long)]
     no_auto_upgrade: bool,
+    /// Also start the built-in Unity stand-in (`mate unity-sim`) at the Unity address, so the
+    /// whole pipeline runs without the Unity app; it prints what the avatar would do
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +104,9 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// A stand-in for the Unity app: listens where it would, answers as it does, and prints
+    /// what the avatar would do; with fault options for testing
+    UnitySim(SimArgs),
     /// Run a worker (started by the supervisor, not by hand)
     #[command(hide = true)]
     Worker {
@@ -106,6 +114,58 @@ enum Command {
         #[arg(long)]
         endpoint: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// host:port to listen on [default: the [unity] address, 127.0.0.1:5555]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Answer each line this late
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    latency_ms: u64,
+    /// Leave every Nth line unanswered
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    drop_every: u64,
+    /// Hang up on every Nth line
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    disconnect_every: u64,
+    /// Send a line that is not JSON before every Nth answer
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    garbage_every: u64,
+    /// Send an over-long line (256 KiB) before every Nth answer
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    oversize_every: u64,
+    /// One JSON object per event: listening, connected, line, fault, error, disconnected
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum AvatarCommandArgs {
+    /// Show an expression (a VRM preset such as happy, sad, angry, relaxed, surprised,
+    /// neutral, or one of the model's own)
+    Expression {
+        name: String,
+        #[arg(long, default_value_t = 1.0)]
+        intensity: f32,
+        #[arg(long, default_value_t = 150, value_name = "MS")]
+        transition_ms: u32,
+    },
+    /// Play an animation
+    Animation {
+        name: String,
+        /// Keep playing it (a looping animation is restored after Unity restarts)
+        #[arg(long = "loop")]
+        looped: bool,
+    },
+    /// Turn auto-blink on or off
+    Blink {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Load a VRM model (a path on the Unity app's machine)
+    Load { path: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +218,11 @@ enum CtlCommand {
     },
     /// Fault injection: the worker stops answering (heartbeats included) but stays alive
     Hang { worker: WorkerKind },
+    /// Drive the avatar through the bridge worker (it keeps the command for a restarted Unity)
+    Avatar {
+        #[command(subcommand)]
+        command: AvatarCommandArgs,
+    },
 }
 
 #[cfg(feature = "llm")]
@@ -296,7 +361,8 @@ fn up_settings(global: &GlobalArgs, up: &UpArgs) -> Result<Settings, Failure> {
 fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Worker { kind, endpoint } => run_worker(kind, endpoint),
-        Command::Up(args) | Command::Run(args) => up(up_settings(&cli.global, &args)?),
+        Command::Up(args) | Command::Run(args) => up(up_settings(&cli.global, &args)?, args.demo),
+        Command::UnitySim(args) => unity_sim(&settings(&cli.global)?, args),
         Command::Ctl { command } => run_ctl(&settings(&cli.global)?, command),
         Command::Model { command } => run_model(&settings(&cli.global)?, command),
         Command::Doctor { json } => doctor(&settings(&cli.global)?, json),
@@ -315,7 +381,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn up(settings: Settings) -> Result<(), Failure> {
+fn up(settings: Settings, demo: bool) -> Result<(), Failure> {
     // Refuse before fetching or hashing a model; the state-dir lock decides for sure.
     if mate_protocol::Endpoint::for_state_dir(&settings.state_dir).is_live() {
         return Err(supervisor::AlreadyRunning {
@@ -326,6 +392,16 @@ fn up(settings: Settings) -> Result<(), Failure> {
     }
     let model = resolve_model(&settings)?;
     let log = logging::init(&settings.state_dir, "supervisor", &settings.log)?;
+    if demo {
+        let address = &settings.unity.address;
+        let sim = Sim::start(address, SimOptions::default(), Box::new(std::io::stdout()));
+        if let Err(e) = sim {
+            eprintln!(
+                "mate: cannot start the Unity stand-in at {address} ({e}); is the Unity app \
+                 already listening there? Going on without it"
+            );
+        }
+    }
     let opts = supervisor::Options {
         exe: std::env::current_exe().context("locating the mate executable")?,
         model,
@@ -345,6 +421,27 @@ fn up(settings: Settings) -> Result<(), Failure> {
     runtime.block_on(supervisor::run(opts))?;
     eprintln!("mate: stopped");
     Ok(())
+}
+
+fn unity_sim(settings: &Settings, args: SimArgs) -> Result<(), Failure> {
+    let listen = args
+        .listen
+        .unwrap_or_else(|| settings.unity.address.clone());
+    let opts = SimOptions {
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        drop_every: args.drop_every,
+        disconnect_every: args.disconnect_every,
+        garbage_every: args.garbage_every,
+        oversize_every: args.oversize_every,
+        json: args.json,
+        ..SimOptions::default()
+    };
+    Sim::start(&listen, opts, Box::new(std::io::stdout()))
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    // The simulator serves from its own threads until the process is interrupted.
+    loop {
+        std::thread::park();
+    }
 }
 
 /// The configured model, or the default one (fetched when missing).
@@ -451,6 +548,24 @@ fn run_ctl(settings: &Settings, command: CtlCommand) -> Result<(), Failure> {
                 Fault::Crash
             },
         },
+        CtlCommand::Avatar { command } => Request::Avatar(match command {
+            AvatarCommandArgs::Expression {
+                name,
+                intensity,
+                transition_ms,
+            } => AvatarCommand::SetExpression {
+                expression: name,
+                intensity: intensity.clamp(0.0, 1.0),
+                transition_ms,
+            },
+            AvatarCommandArgs::Animation { name, looped } => {
+                AvatarCommand::PlayAnimation { name, looped }
+            }
+            AvatarCommandArgs::Blink { state } => AvatarCommand::Blink {
+                enabled: state == "on",
+            },
+            AvatarCommandArgs::Load { path } => AvatarCommand::LoadVrm { path },
+        }),
         CtlCommand::Hang { worker } => Request::Inject {
             worker,
             fault: Fault::Hang,
@@ -671,6 +786,22 @@ fn print_status(report: &StatusReport) {
     );
     if let Some(d) = &report.last_decision {
         println!("last decision {}: {}", format_utc(d.at_ms), d.message);
+    }
+    let bridge = report.workers.iter().find_map(|w| w.vitals.bridge.as_ref());
+    if let Some(b) = bridge {
+        println!(
+            "unity {}  expression {}  queue {}  {:.1} cmd/s  acks pending {}  reconnects {}{}",
+            b.describe(),
+            b.expression.as_deref().unwrap_or("-"),
+            b.queue_depth,
+            b.commands_per_s,
+            b.acks_pending,
+            b.connects.saturating_sub(1),
+            b.last_error
+                .as_ref()
+                .map(|e| format!("  last error: {e}"))
+                .unwrap_or_default()
+        );
     }
     println!(
         "{:<8} {:<9} {:>8} {:>8} {:>8}  {:<11} LAST EXIT / ERROR",

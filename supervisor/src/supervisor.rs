@@ -22,6 +22,11 @@
 //! The conversation (`session`) belongs to the supervisor. A turn in progress survives the LLM
 //! worker: when it dies mid-reply, the next worker gets the conversation plus the part of the
 //! reply already streamed and continues it, and the client sees one answer and an event.
+//!
+//! The avatar: a turn sets the "thinking" expression; the reply's expression tags and keywords
+//! (`cues`) become expressions as it streams, and its tags never reach the client. Avatar
+//! commands go to the bridge worker, which owns the Unity connection; the supervisor keeps the
+//! latest command per part of the avatar, so a restarted bridge brings the avatar back.
 
 use std::{
     fs::File,
@@ -33,9 +38,9 @@ use std::{
 
 use anyhow::Context as _;
 use mate_protocol::{
-    handshake::TOKEN_ENV, AuthToken, ChatMessage, ChatRole, DowngradeCause, Endpoint,
-    Event as JournalEvent, EventKind, ExitStatus, FromWorker, GenerationStats, GpuReport, Level,
-    Reply, Request, Role, Rung, StatusReport, StopReason, ToWorker, VramReading, WorkerKind,
+    handshake::TOKEN_ENV, AuthToken, AvatarCommand, ChatMessage, ChatRole, DowngradeCause,
+    Endpoint, Event as JournalEvent, EventKind, ExitStatus, FromWorker, GenerationStats, GpuReport,
+    Level, Reply, Request, Role, Rung, StatusReport, StopReason, ToWorker, VramReading, WorkerKind,
     WorkerReport, WorkerState, WorkerVitals, EXIT_LOAD_FAILED,
 };
 use tokio::{
@@ -46,6 +51,7 @@ use tracing::{debug, info};
 
 use crate::{
     config::Settings,
+    cues::CueFilter,
     gpu::{self, LlmFootprint},
     journal::{now_ms, Journal},
     ladder::{self, unknown_profile},
@@ -233,6 +239,10 @@ struct ActiveTurn {
     /// Times a worker crash interrupted the reply.
     resumed: u32,
     cancelled: bool,
+    /// Takes expression tags out of the reply and turns tags and keywords into expressions.
+    cues: CueFilter,
+    /// The avatar has left "thinking" for this reply.
+    talking: bool,
 }
 
 impl ActiveTurn {
@@ -395,6 +405,9 @@ struct Supervisor {
     next_heartbeat: Instant,
     /// Threads the last LLM load chose by the CPU rule, and when.
     threads_chosen: Option<(u32, Instant)>,
+    /// The latest avatar command for each part of the avatar (expression, blink, ...), sent
+    /// again to a new bridge worker.
+    avatar: Vec<AvatarCommand>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -517,6 +530,7 @@ impl Supervisor {
             started: now,
             stopping: false,
             threads_chosen: None,
+            avatar: Vec::new(),
         })
     }
 
@@ -760,6 +774,14 @@ impl Supervisor {
                         p.send(load);
                     }
                 } else {
+                    let unity = ToWorker::Unity(self.opts.settings.unity.clone());
+                    let restore = self.avatar.clone();
+                    if let Some(p) = self.process(kind, generation) {
+                        p.send(unity);
+                        for cmd in restore {
+                            p.send(ToWorker::Avatar(cmd));
+                        }
+                    }
                     self.worker(kind).started();
                 }
                 self.record(
@@ -824,9 +846,7 @@ impl Supervisor {
             FromWorker::Notice { level, message } => {
                 self.record(level, Some(kind), EventKind::Notice, message)
             }
-            FromWorker::BridgeStatus(status) => {
-                self.worker(kind).last_error = status.last_error;
-            }
+            FromWorker::BridgeStatus(status) => self.worker(kind).vitals.bridge = Some(status),
             FromWorker::ContextTrimmed {
                 dropped_messages,
                 prompt_tokens,
@@ -1447,10 +1467,42 @@ impl Supervisor {
         if !self.is_turn_request(request_id) {
             return;
         }
-        if let Some(turn) = &mut self.turn {
-            turn.partial.push_str(&text);
-            turn.tell(Reply::Chunk { text });
+        let Some(turn) = &mut self.turn else { return };
+        // The model keeps seeing its own tags (resumes and the transcript get the text as it
+        // was written); the client sees it without them.
+        turn.partial.push_str(&text);
+        let (visible, cues) = turn.cues.push(&text);
+        if !visible.is_empty() {
+            turn.tell(Reply::Chunk { text: visible });
         }
+        self.show_cues(cues.into_iter().map(|c| c.expression).collect());
+    }
+
+    /// The reply's cues as expressions; the first text without one ends "thinking".
+    fn show_cues(&mut self, cues: Vec<String>) {
+        let Some(turn) = &mut self.turn else { return };
+        let talking = std::mem::replace(&mut turn.talking, true);
+        let avatar = &self.opts.settings.avatar;
+        let mut show: Vec<AvatarCommand> = cues.iter().map(|e| avatar.expression(e)).collect();
+        if show.is_empty() && !talking && !avatar.talking.is_empty() {
+            show.push(avatar.expression(&avatar.talking));
+        }
+        for cmd in show {
+            self.to_avatar(cmd);
+        }
+    }
+
+    /// Sends a command to the bridge worker and remembers it as the avatar's state. A bridge
+    /// that is not running gets the state when it comes back.
+    fn to_avatar(&mut self, cmd: AvatarCommand) -> bool {
+        if let Some(part) = cmd.part() {
+            self.avatar.retain(|c| c.part() != Some(part));
+            self.avatar.push(cmd.clone());
+        }
+        self.worker(WorkerKind::Bridge)
+            .process
+            .as_ref()
+            .is_some_and(|p| p.ready && p.send(ToWorker::Avatar(cmd)))
     }
 
     fn on_done(&mut self, request_id: u64, stats: GenerationStats) {
@@ -1480,6 +1532,14 @@ impl Supervisor {
 
     /// The reply is complete (or cancelled): record the turn and tell the client.
     fn complete_turn(&mut self, stats: GenerationStats) {
+        // What the filter held back (a `[` that never became a tag) is text after all.
+        if let Some(turn) = &mut self.turn {
+            let (rest, cues) = turn.cues.finish();
+            if !rest.is_empty() {
+                turn.tell(Reply::Chunk { text: rest });
+            }
+            self.show_cues(cues.into_iter().map(|c| c.expression).collect());
+        }
         let Some(mut turn) = self.turn.take() else {
             return;
         };
@@ -1583,7 +1643,14 @@ impl Supervisor {
             client: Some(reply),
             resumed: 0,
             cancelled: false,
+            cues: CueFilter::new(self.opts.settings.avatar.cues.clone()),
+            talking: false,
         });
+        let thinking = &self.opts.settings.avatar.thinking;
+        if !thinking.is_empty() {
+            let cmd = self.opts.settings.avatar.expression(thinking);
+            self.to_avatar(cmd);
+        }
         // If the worker is (re)starting, the turn goes out once the model is loaded.
         self.send_turn();
         Ok(())
@@ -1661,6 +1728,18 @@ impl Supervisor {
             Request::Shutdown => {
                 self.stop("ctl shutdown");
                 Ok(Some(Reply::Ok))
+            }
+            Request::Avatar(cmd) => {
+                if self.to_avatar(cmd) {
+                    Ok(Some(Reply::Ok))
+                } else {
+                    let w = self.worker(WorkerKind::Bridge);
+                    Err(format!(
+                        "the bridge worker is {}; the avatar gets this when it is back \
+                         (`mate ctl start bridge` if it was stopped)",
+                        w.state.as_str()
+                    ))
+                }
             }
         };
         match answer {
@@ -1958,6 +2037,7 @@ fn describe_request(request: &Request) -> String {
         Request::SetProfile { name } => format!("profile {name}"),
         Request::Inject { worker, fault } => format!("inject {fault:?} into {worker}"),
         Request::Shutdown => "shutdown".into(),
+        Request::Avatar(cmd) => format!("avatar {cmd}"),
         other => format!("{other:?}"),
     }
 }

@@ -1,16 +1,29 @@
 //! The Unity-bridge worker: owns the connection to the avatar so that a stuck or restarted
 //! Unity app never blocks the conversation.
 //!
-//! Today it is the skeleton: it connects to the supervisor, says hello as
-//! [`Role::BridgeWorker`], reports ready and answers heartbeats, shutdown and fault injection.
-//! The Unity wire protocol, batching and reconnection arrive with issue 6.
+//! Theory of operation: the main thread reads the supervisor's messages (answering heartbeats
+//! with the bridge's status) and hands avatar commands to the Unity thread ([`unity`]), which
+//! owns the TCP connection and the [`outbox::Outbox`]: commands are coalesced within a
+//! frame-sized window into one `batch` line, answers are matched to what was sent, and after
+//! a reconnect the avatar is brought back to its state. The Unity wire format lives in
+//! [`mate_protocol::unity`]; [`sim`] is a Unity-side peer for demos, tests and benchmarks.
 
-use std::path::PathBuf;
+pub mod outbox;
+pub mod sim;
+mod unity;
+
+use std::{
+    path::PathBuf,
+    sync::{mpsc, Arc, Mutex},
+};
 
 use mate_protocol::{
-    worker::{Next, WorkerLink},
-    BridgeStatus, Endpoint, Error, FromWorker, Role, WorkerVitals,
+    worker::{Next, SelfMeter, WorkerLink},
+    BridgeStatus, Endpoint, Error, FromWorker, Role, ToWorker, WorkerVitals,
 };
+use tracing::debug;
+
+use crate::unity::Input;
 
 /// Arguments of `mate worker bridge`.
 #[derive(Debug, Clone)]
@@ -21,18 +34,39 @@ pub struct Args {
 /// Runs until the supervisor says shutdown or goes away.
 pub fn run(args: &Args) -> Result<(), Error> {
     let mut link = WorkerLink::connect_from_env(&Endpoint::at(&args.endpoint), Role::BridgeWorker)?;
+    let shared = Arc::new(Mutex::new(BridgeStatus::default()));
+    let (tx, rx) = mpsc::channel();
+    let unity = {
+        let (tx, sender, shared) = (tx.clone(), link.sender(), Arc::clone(&shared));
+        std::thread::Builder::new()
+            .name("unity".into())
+            .spawn(move || unity::run(rx, tx, sender, shared))
+            .map_err(Error::Io)?
+    };
     link.send(&FromWorker::Ready)?;
-    link.send(&FromWorker::BridgeStatus(BridgeStatus {
-        last_error: Some("Unity bridge not implemented yet (issue 6)".into()),
-        ..BridgeStatus::default()
-    }))?;
-    loop {
-        match link.recv(&mut WorkerVitals::default) {
-            Ok(Next::Shutdown { .. }) => return Ok(()),
-            // Avatar commands have nowhere to go until the Unity connection exists.
-            Ok(Next::Message(_)) => {}
-            Err(e) if e.is_disconnect() => return Ok(()),
-            Err(e) => return Err(e),
+    let mut meter = SelfMeter::default();
+    let mut vitals = || WorkerVitals {
+        bridge: shared.lock().ok().map(|s| s.clone()),
+        ..meter.vitals()
+    };
+    let result = loop {
+        let input = match link.recv(&mut vitals) {
+            Ok(Next::Message(ToWorker::Avatar(cmd))) => Input::Command(cmd),
+            Ok(Next::Message(ToWorker::Unity(opts))) => Input::Configure(opts),
+            Ok(Next::Message(other)) => {
+                debug!(?other, "not for the bridge; ignored");
+                continue;
+            }
+            Ok(Next::Shutdown { .. }) => break Ok(()),
+            Err(e) if e.is_disconnect() => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        if tx.send(input).is_err() {
+            break Ok(());
         }
-    }
+    };
+    let _ = tx.send(Input::Shutdown);
+    // Connecting and writing have timeouts, so this ends within a few seconds at worst.
+    let _ = unity.join();
+    result
 }

@@ -16,11 +16,10 @@ use std::{
 };
 
 use mate_protocol::{
-    worker::{LinkSender, Next, WorkerLink},
+    worker::{LinkSender, Next, SelfMeter, WorkerLink},
     ChatMessage, Endpoint, Error, FromWorker, Level, LlmOptions, LlmPhase, LlmVitals, LoadReport,
     Profile, Role, Sampling, ToWorker, WorkerVitals,
 };
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tracing::{info, warn};
 
 use crate::{
@@ -102,22 +101,10 @@ pub fn run(args: &Args) -> Result<(), Error> {
 }
 
 fn read(link: &mut WorkerLink, shared: &Shared, jobs: &mpsc::Sender<Job>) {
-    let mut sys = System::new();
-    let pid = Pid::from_u32(std::process::id());
-    let mut vitals = || {
-        sys.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&[pid]),
-            true,
-            ProcessRefreshKind::nothing().with_memory().with_cpu(),
-        );
-        let (rss_bytes, cpu_percent) = sys
-            .process(pid)
-            .map_or((0, 0.0), |p| (p.memory(), p.cpu_usage()));
-        WorkerVitals {
-            rss_bytes,
-            cpu_percent,
-            llm: Some(shared.snapshot()),
-        }
+    let mut meter = SelfMeter::default();
+    let mut vitals = || WorkerVitals {
+        llm: Some(shared.snapshot()),
+        ..meter.vitals()
     };
     loop {
         let job = match link.recv(&mut vitals) {
