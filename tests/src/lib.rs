@@ -326,3 +326,121 @@ pub fn event_kind(event: &serde_json::Value) -> String {
         _ => String::new(),
     }
 }
+
+/// A `mate unity-sim --json` process standing in for the Unity app, with every event it
+/// printed collected as it happens.
+#[derive(Debug)]
+pub struct UnitySim {
+    child: Child,
+    pub address: String,
+    events: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl UnitySim {
+    /// Starts one on a free port, with extra fault options (`--drop-every 1`, ...).
+    pub fn start(args: &[&str]) -> UnitySim {
+        UnitySim::start_at("127.0.0.1:0", args)
+    }
+
+    /// Starts one listening on `address` (to stand in for a Unity app that came back).
+    pub fn start_at(address: &str, args: &[&str]) -> UnitySim {
+        use std::io::BufRead as _;
+        let mut child = Command::new(mate_bin())
+            .args(["unity-sim", "--json", "--listen", address])
+            .args(args)
+            .env("MATE_CONFIG", "/dev/null")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mate unity-sim");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&events);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let event = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("unity-sim printed non-JSON {line:?}: {e}"));
+                sink.lock().expect("events lock").push(event);
+            }
+        });
+        let mut sim = UnitySim {
+            child,
+            address: String::new(),
+            events,
+        };
+        sim.wait_for(Duration::from_secs(10), "unity-sim listening", |events| {
+            events.iter().any(|e| e["event"] == "listening")
+        });
+        sim.address = sim.events()[0]["address"]
+            .as_str()
+            .expect("listening address")
+            .to_string();
+        sim
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.events.lock().expect("events lock").clone()
+    }
+
+    /// The command lines it read, as JSON (`{"command": …, "data": …}`).
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == "line")
+            .map(|e| e["line"].clone())
+            .collect()
+    }
+
+    /// Waits until `cond` holds for the events so far.
+    pub fn wait_for(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut cond: impl FnMut(&[serde_json::Value]) -> bool,
+    ) {
+        wait_until(limit, what, || cond(&self.events()));
+    }
+
+    /// kill -9, as a crashing Unity app goes.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for UnitySim {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The commands of one Unity line, flattened: `["set_expression:happy", "blink:true", …]`.
+pub fn unity_commands(line: &serde_json::Value) -> Vec<String> {
+    let data = &line["data"];
+    match line["command"].as_str().unwrap_or_default() {
+        "batch" => data["commands"]
+            .as_array()
+            .map(|c| c.iter().flat_map(unity_commands).collect())
+            .unwrap_or_default(),
+        "set_expression" => vec![format!(
+            "set_expression:{}",
+            data["expression"].as_str().unwrap_or("?")
+        )],
+        "play_animation" => vec![format!(
+            "play_animation:{}{}",
+            data["name"].as_str().unwrap_or("?"),
+            if data["loop"] == true { ":loop" } else { "" }
+        )],
+        "blink" => vec![format!("blink:{}", data["enabled"])],
+        "load_vrm" => vec![format!("load_vrm:{}", data["path"].as_str().unwrap_or("?"))],
+        other => vec![other.to_string()],
+    }
+}
+
+/// A local address nothing listens on (yet).
+pub fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").to_string()
+}
