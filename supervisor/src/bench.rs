@@ -13,6 +13,12 @@
 //! applications jump to critical: the scenario file's rename → `Downgraded` is detection,
 //! → `Loaded` on the lower rung is serving again (the supervisor's event time stamps against
 //! the bench's wall clock). JSON, and an SVG drawn with `plotters`.
+//!
+//! `mate bench bridge` (`bridge`): single, pipelined and batched senders on the Unity wire.
+
+mod bridge;
+
+pub use bridge::{bridge, BridgeBench};
 
 use std::{
     path::{Path, PathBuf},

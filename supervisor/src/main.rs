@@ -270,6 +270,23 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// The Unity wire: single commands with their answer (p50/p99 µs), one write per command
+    /// pipelined, and the bridge's batches (commands/s), side by side in the same run, against
+    /// `--unity` or the built-in unity-sim. JSON on stdout.
+    Bridge {
+        /// host:port of an endpoint speaking the Unity protocol [default: the built-in
+        /// unity-sim, started in this process]
+        #[arg(long, value_name = "HOST:PORT")]
+        unity: Option<String>,
+        /// Commands per sender and run
+        #[arg(long, default_value_t = 5000)]
+        commands: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Commands per batch line
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+    },
     /// Prompt and generation tok/s for each thread count. JSON on stdout.
     Threads {
         /// Highest thread count tried [default: logical cores]
@@ -1044,6 +1061,22 @@ fn doctor(_settings: &Settings, _json: bool) -> Result<(), Failure> {
 
 #[cfg(feature = "llm")]
 fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
+    if let BenchCommand::Bridge {
+        unity,
+        commands,
+        runs,
+        batch,
+    } = command
+    {
+        let report = mate::bench::bridge(&mate::bench::BridgeBench {
+            unity,
+            commands: commands.max(1),
+            runs: runs.max(1),
+            batch: batch.clamp(1, 1000),
+        })?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     let settings = settings(global)?;
     let model = resolve_model(&settings)?;
     match command {
@@ -1091,6 +1124,8 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        // Measured above, without a model.
+        BenchCommand::Bridge { .. } => {}
         BenchCommand::Threads {
             max,
             runs,

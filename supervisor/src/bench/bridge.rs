@@ -1,0 +1,239 @@
+//! `mate bench bridge`: what batching buys on the Unity wire, against any endpoint that speaks
+//! the protocol (the built-in `unity-sim` when none is given).
+//!
+//! Three senders move the same one-shot commands (`play_animation`, which the bridge never
+//! coalesces away), each on a fresh connection, alternating within every run:
+//! - **single**: one write per command, then wait for its answer (the naive sender; its
+//!   round trips are the single-command latency);
+//! - **pipelined**: one write per command without waiting, answers read by a second thread;
+//! - **batched**: the bridge's own [`Outbox`] with its line encoding, `batch` commands per
+//!   line and up to 32 lines awaiting answers, as the bridge worker sends.
+
+use std::{
+    io::{BufReader, Write},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use mate_protocol::{
+    unity::{self, Line, UnityCommand},
+    AvatarCommand, UnityOptions,
+};
+use mate_worker_bridge::{
+    outbox::{Outbox, Timing},
+    sim::{Sim, SimOptions},
+};
+use serde_json::json;
+
+use super::median;
+
+/// Settings of `mate bench bridge`.
+#[derive(Debug, Clone)]
+pub struct BridgeBench {
+    /// `host:port`; `None`: start the built-in simulator in this process.
+    pub unity: Option<String>,
+    pub commands: usize,
+    pub runs: usize,
+    /// Commands per batch line.
+    pub batch: usize,
+}
+
+/// The original Python app's figures (per command), for comparison.
+const ORIGINAL_SINGLE_MS: f64 = 0.371;
+const ORIGINAL_BATCHED_MS: f64 = 0.060;
+
+fn command(i: usize) -> AvatarCommand {
+    AvatarCommand::PlayAnimation {
+        name: format!("gesture_{}", i % 8),
+        looped: false,
+    }
+}
+
+struct Conn {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(address: &str) -> anyhow::Result<Conn> {
+        let stream =
+            TcpStream::connect(address).with_context(|| format!("connecting to {address}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Conn {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The next answer; an error answer or a line that is not one fails the bench.
+    fn answer(&mut self) -> anyhow::Result<unity::UnityReply> {
+        match unity::read_line(&mut self.reader, &mut self.buf, unity::DEFAULT_MAX_LINE)? {
+            Line::Complete => {
+                let reply = unity::parse_reply(&self.buf).map_err(anyhow::Error::msg)?;
+                if reply.status == unity::ReplyStatus::Error {
+                    bail!(
+                        "the endpoint refused {}: {:?}",
+                        reply.command,
+                        reply.message
+                    );
+                }
+                Ok(reply)
+            }
+            Line::TooLong(n) => bail!("a {n}-byte answer line"),
+            Line::Eof => bail!("the endpoint closed the connection"),
+        }
+    }
+}
+
+/// One write per command, each answered before the next: per-command round trips.
+fn single(address: &str, n: usize) -> anyhow::Result<(Vec<f64>, Duration)> {
+    let mut conn = Conn::open(address)?;
+    let mut rtts = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let line = UnityCommand::from(&command(i)).to_line();
+        let sent = Instant::now();
+        conn.writer.write_all(&line)?;
+        conn.answer()?;
+        rtts.push(sent.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok((rtts, start.elapsed()))
+}
+
+/// One write per command without waiting; a second thread reads the answers.
+fn pipelined(address: &str, n: usize) -> anyhow::Result<Duration> {
+    let mut conn = Conn::open(address)?;
+    let mut writer = conn.writer.try_clone()?;
+    let start = Instant::now();
+    let reading = std::thread::spawn(move || -> anyhow::Result<()> {
+        for _ in 0..n {
+            conn.answer()?;
+        }
+        Ok(())
+    });
+    for i in 0..n {
+        writer.write_all(&UnityCommand::from(&command(i)).to_line())?;
+    }
+    reading
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reading thread panicked"))??;
+    Ok(start.elapsed())
+}
+
+/// Through the bridge's [`Outbox`]: `batch` commands per line, answers matched in order.
+fn batched(address: &str, n: usize, batch: usize) -> anyhow::Result<(Duration, u64)> {
+    let mut conn = Conn::open(address)?;
+    let mut outbox = Outbox::new(Timing {
+        window: Duration::ZERO,
+        max_batch: batch,
+        queue_limit: n.max(1),
+        ..Timing::from(&UnityOptions::default())
+    });
+    let start = Instant::now();
+    let mut pushed = 0;
+    let mut lines = 0u64;
+    let mut answered = 0u64;
+    while answered < lines || pushed < n {
+        // A burst of `batch` commands at a time, as a reply's cues and animations come.
+        if pushed < n {
+            let now = Instant::now();
+            for i in pushed..(pushed + batch).min(n) {
+                outbox.push(command(i), now);
+            }
+            pushed = (pushed + batch).min(n);
+        }
+        let mut wrote = false;
+        while let Some(line) = outbox.take_due(Instant::now()) {
+            conn.writer.write_all(&line.to_line())?;
+            lines += 1;
+            wrote = true;
+        }
+        if !wrote || pushed == n {
+            let reply = conn.answer()?;
+            outbox.on_reply(&reply).map_err(anyhow::Error::msg)?;
+            answered += 1;
+        }
+    }
+    Ok((start.elapsed(), lines))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+pub fn bridge(b: &BridgeBench) -> anyhow::Result<serde_json::Value> {
+    let (address, peer) = match &b.unity {
+        Some(address) => (address.clone(), "given endpoint"),
+        None => {
+            let sim = Sim::start(
+                "127.0.0.1:0",
+                SimOptions::default(),
+                Box::new(std::io::sink()),
+            )
+            .context("starting the built-in unity-sim")?;
+            (
+                sim.address().to_string(),
+                "built-in unity-sim (this process)",
+            )
+        }
+    };
+    let per_s = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
+    let (mut rtts, mut single_rate, mut pipe_rate, mut batch_rate, mut lines) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // A warm-up round, not counted.
+    single(&address, 100)?;
+    batched(&address, 100, b.batch)?;
+    for _ in 0..b.runs {
+        let (r, d) = single(&address, b.commands)?;
+        rtts.extend(r);
+        single_rate.push(per_s(b.commands, d));
+        pipe_rate.push(per_s(b.commands, pipelined(&address, b.commands)?));
+        let (d, l) = batched(&address, b.commands, b.batch)?;
+        batch_rate.push(per_s(b.commands, d));
+        lines.push(l as f64);
+    }
+    rtts.sort_by(f64::total_cmp);
+    let (single_rate, pipe_rate, batch_rate) =
+        (median(single_rate), median(pipe_rate), median(batch_rate));
+    let us = |rate: f64| 1e6 / rate;
+    Ok(json!({
+        "endpoint": address,
+        "peer": peer,
+        "command": "play_animation (one-shot, never coalesced)",
+        "commands_per_run": b.commands,
+        "runs": b.runs,
+        "batch": b.batch,
+        "single": {
+            "p50_us": percentile(&rtts, 0.5),
+            "p99_us": percentile(&rtts, 0.99),
+            "max_us": rtts.last(),
+            "commands_per_s": single_rate,
+            "us_per_command": us(single_rate),
+        },
+        "pipelined": {
+            "commands_per_s": pipe_rate,
+            "us_per_command": us(pipe_rate),
+        },
+        "batched": {
+            "commands_per_s": batch_rate,
+            "us_per_command": us(batch_rate),
+            "lines_per_run": median(lines),
+        },
+        "ratios": {
+            "batched_vs_single": batch_rate / single_rate,
+            "batched_vs_pipelined": batch_rate / pipe_rate,
+        },
+        "original_python": {
+            "single_ms": ORIGINAL_SINGLE_MS,
+            "batched_ms_per_command": ORIGINAL_BATCHED_MS,
+        },
+    }))
+}
