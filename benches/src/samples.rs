@@ -76,6 +76,7 @@ fn vitals() -> WorkerVitals {
             ctx_used: 2055,
             last: Some(stats()),
         }),
+        bridge: None,
     }
 }
 
@@ -175,14 +176,20 @@ pub fn from_worker() -> Vec<(&'static str, FromWorker)> {
         ),
         (
             "BridgeStatus",
-            FromWorker::BridgeStatus(BridgeStatus {
+            FromWorker::BridgeStatus(Box::new(BridgeStatus {
                 connected: true,
                 peer: "127.0.0.1:39540".to_owned(),
                 queue_depth: 2,
                 acks_pending: 1,
                 commands_per_s: 12.5,
                 last_error: None,
-            }),
+                connects: 1,
+                sent: 1_250,
+                lines: 410,
+                acked: 1_248,
+                expression: Some("happy".to_owned()),
+                ..BridgeStatus::default()
+            })),
         ),
     ]
 }

@@ -322,8 +322,8 @@ pub struct WorkerVitals {
     pub cpu_percent: f32,
     /// Only from the LLM worker.
     pub llm: Option<LlmVitals>,
-    /// Only from the bridge worker.
-    pub bridge: Option<BridgeStatus>,
+    /// Only from the bridge worker (boxed: most vitals are the LLM's, and this is large).
+    pub bridge: Option<Box<BridgeStatus>>,
 }
 
 /// What the LLM worker is doing, for heartbeats and the dashboard.
@@ -536,8 +536,8 @@ pub enum FromWorker {
         level: Level,
         message: String,
     },
-    /// Bridge: connection state towards the Unity peer.
-    BridgeStatus(BridgeStatus),
+    /// Bridge: connection state towards the Unity peer (boxed, as in [`WorkerVitals`]).
+    BridgeStatus(Box<BridgeStatus>),
     /// LLM: the conversation is in the KV cache.
     Ingested {
         request_id: u64,

@@ -239,7 +239,7 @@ fn from_worker_samples() -> Vec<FromWorker> {
             level: Level::Warn,
             message: "dropped 2 oldest turns".into(),
         },
-        FromWorker::BridgeStatus(BridgeStatus {
+        FromWorker::BridgeStatus(Box::new(BridgeStatus {
             connected: true,
             peer: "127.0.0.1:5555".into(),
             queue_depth: 2,
@@ -255,7 +255,7 @@ fn from_worker_samples() -> Vec<FromWorker> {
             malformed: 3,
             dropped: 4,
             expression: Some("happy".into()),
-        }),
+        })),
         FromWorker::Ingested {
             request_id: 9,
             prompt_tokens: 1600,

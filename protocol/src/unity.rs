@@ -323,7 +323,7 @@ mod tests {
             }
         );
         assert!(parse_command(br#"{"command":"dance","data":{}}"#)
-            .unwrap_err()
+            .expect_err("unknown command")
             .contains("unknown variant"));
     }
 
@@ -341,11 +341,11 @@ mod tests {
         assert_eq!(err.status, ReplyStatus::Error);
         assert_eq!(err.message.as_deref(), Some("no file"));
         assert!(parse_reply(b"hello")
-            .unwrap_err()
+            .expect_err("not JSON")
             .contains("not a Unity reply"));
         assert!(
             parse_reply(br#"{"type":"event","command":"x","status":"success"}"#)
-                .unwrap_err()
+                .expect_err("not a response")
                 .contains("unexpected message type")
         );
         assert!(parse_reply(br#"{"type":"response","command":"x","status":"maybe"}"#).is_err());

@@ -51,7 +51,7 @@ use tracing::{debug, info};
 
 use crate::{
     config::Settings,
-    cues::CueFilter,
+    cues::{Cue, CueFilter},
     gpu::{self, LlmFootprint},
     journal::{now_ms, Journal},
     ladder::{self, unknown_profile},
@@ -1472,29 +1472,34 @@ impl Supervisor {
         // was written); the client sees it without them.
         turn.partial.push_str(&text);
         let (visible, cues) = turn.cues.push(&text);
+        self.show(visible, cues);
+    }
+
+    /// Sends the client the visible part of the reply and the avatar its cues; the first text
+    /// without a cue ends "thinking".
+    fn show(&mut self, visible: String, cues: Vec<Cue>) {
+        let Some(turn) = &mut self.turn else { return };
+        let avatar = &self.opts.settings.avatar;
+        let mut show: Vec<AvatarCommand> = cues
+            .iter()
+            .map(|c| avatar.expression(&c.expression))
+            .collect();
+        let started = !(visible.is_empty() && show.is_empty());
+        let first = started && !std::mem::replace(&mut turn.talking, true);
+        if first && show.is_empty() && !avatar.talking.is_empty() {
+            show.push(avatar.expression(&avatar.talking));
+        }
         if !visible.is_empty() {
             turn.tell(Reply::Chunk { text: visible });
         }
-        self.show_cues(cues.into_iter().map(|c| c.expression).collect());
-    }
-
-    /// The reply's cues as expressions; the first text without one ends "thinking".
-    fn show_cues(&mut self, cues: Vec<String>) {
-        let Some(turn) = &mut self.turn else { return };
-        let talking = std::mem::replace(&mut turn.talking, true);
-        let avatar = &self.opts.settings.avatar;
-        let mut show: Vec<AvatarCommand> = cues.iter().map(|e| avatar.expression(e)).collect();
-        if show.is_empty() && !talking && !avatar.talking.is_empty() {
-            show.push(avatar.expression(&avatar.talking));
-        }
         for cmd in show {
-            self.to_avatar(cmd);
+            self.tell_avatar(cmd);
         }
     }
 
     /// Sends a command to the bridge worker and remembers it as the avatar's state. A bridge
     /// that is not running gets the state when it comes back.
-    fn to_avatar(&mut self, cmd: AvatarCommand) -> bool {
+    fn tell_avatar(&mut self, cmd: AvatarCommand) -> bool {
         if let Some(part) = cmd.part() {
             self.avatar.retain(|c| c.part() != Some(part));
             self.avatar.push(cmd.clone());
@@ -1535,10 +1540,7 @@ impl Supervisor {
         // What the filter held back (a `[` that never became a tag) is text after all.
         if let Some(turn) = &mut self.turn {
             let (rest, cues) = turn.cues.finish();
-            if !rest.is_empty() {
-                turn.tell(Reply::Chunk { text: rest });
-            }
-            self.show_cues(cues.into_iter().map(|c| c.expression).collect());
+            self.show(rest, cues);
         }
         let Some(mut turn) = self.turn.take() else {
             return;
@@ -1649,7 +1651,7 @@ impl Supervisor {
         let thinking = &self.opts.settings.avatar.thinking;
         if !thinking.is_empty() {
             let cmd = self.opts.settings.avatar.expression(thinking);
-            self.to_avatar(cmd);
+            self.tell_avatar(cmd);
         }
         // If the worker is (re)starting, the turn goes out once the model is loaded.
         self.send_turn();
@@ -1730,7 +1732,7 @@ impl Supervisor {
                 Ok(Some(Reply::Ok))
             }
             Request::Avatar(cmd) => {
-                if self.to_avatar(cmd) {
+                if self.tell_avatar(cmd) {
                     Ok(Some(Reply::Ok))
                 } else {
                     let w = self.worker(WorkerKind::Bridge);

@@ -46,7 +46,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
     link.send(&FromWorker::Ready)?;
     let mut meter = SelfMeter::default();
     let mut vitals = || WorkerVitals {
-        bridge: shared.lock().ok().map(|s| s.clone()),
+        bridge: shared.lock().ok().map(|s| Box::new(s.clone())),
         ..meter.vitals()
     };
     let result = loop {

@@ -170,7 +170,7 @@ impl Outbox {
             ));
         };
         self.counters.timeouts += i as u64;
-        let sent = self.inflight.drain(..=i).last();
+        let sent = self.inflight.drain(..=i).next_back();
         let commands = sent.map_or(0, |s| s.commands.len());
         // A batch's `count` says how many of its commands Unity carried out.
         let all = if reply.status == ReplyStatus::Success {
@@ -377,7 +377,7 @@ mod tests {
         );
         assert!(out
             .on_reply(&UnityReply::success("blink", None))
-            .unwrap_err()
+            .expect_err("nothing of that name was sent")
             .contains("matches nothing sent"));
         let refused = out.on_reply(&UnityReply::error("set_expression", "no such".into()));
         assert_eq!(

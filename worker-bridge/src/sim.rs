@@ -131,7 +131,7 @@ fn serve(stream: TcpStream, opts: &SimOptions, out: &Output, lines: &AtomicU64) 
     };
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
-    let every = |n: u64, k: u64| k > 0 && n % k == 0;
+    let every = |n: u64, k: u64| k > 0 && n.is_multiple_of(k);
     let why = loop {
         let reply = match unity::read_line(&mut reader, &mut buf, opts.max_line) {
             Ok(Line::Complete) if buf.is_empty() => continue,

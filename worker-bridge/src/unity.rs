@@ -366,7 +366,7 @@ impl Bridge {
         if visible || counters {
             let _ = self
                 .link
-                .send(&FromWorker::BridgeStatus(self.status.clone()));
+                .send(&FromWorker::BridgeStatus(Box::new(self.status.clone())));
             self.sent_status = (self.status.clone(), now);
         }
     }
