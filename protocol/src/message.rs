@@ -266,14 +266,15 @@ pub enum AvatarCommand {
 
 /// The part of the avatar a command sets, for commands that set state rather than trigger
 /// something once. A newer command for a part replaces an older one, and the latest one per
-/// part is what a restarted Unity app or bridge is brought back to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// part is what a restarted Unity app or bridge is brought back to, in this order (a model
+/// load resets the rest, so it goes first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AvatarPart {
     Model,
-    Expression,
     Blink,
     /// A looping animation.
     Loop,
+    Expression,
 }
 
 /// "expression happy (intensity 1.00, 150 ms)", "animation wave (looping)", for logs and
@@ -299,6 +300,15 @@ impl std::fmt::Display for AvatarCommand {
             AvatarCommand::Blink { enabled } => write!(f, "blink {}", on(*enabled)),
         }
     }
+}
+
+/// Puts `item` in `list` as the command for its part, replacing the previous one and keeping
+/// the list in [`AvatarPart`] order: the avatar's state, ready to be restored.
+pub fn set_avatar_part<T>(list: &mut Vec<T>, item: T, cmd: impl Fn(&T) -> &AvatarCommand) {
+    let part = cmd(&item).part();
+    list.retain(|x| cmd(x).part() != part);
+    let at = list.partition_point(|x| cmd(x).part() < part);
+    list.insert(at, item);
 }
 
 impl AvatarCommand {
@@ -496,8 +506,12 @@ pub enum ToWorker {
         request_id: u64,
         messages: Vec<ChatMessage>,
     },
-    /// Bridge: where Unity is and how to talk to it (sent once the worker is ready).
-    Unity(UnityOptions),
+    /// Bridge: where Unity is, how to talk to it, and the avatar's state to bring it to (the
+    /// latest command per [`AvatarPart`]); sent once, when the worker is ready.
+    Unity {
+        options: UnityOptions,
+        avatar: Vec<AvatarCommand>,
+    },
 }
 
 /// Worker → supervisor.
@@ -615,35 +629,30 @@ impl BridgeStatus {
 pub struct UnityOptions {
     /// `host:port` of the Unity app's listener.
     pub address: String,
-    /// VRM model to load on every (re)connect; `None`: whatever Unity shows.
-    pub vrm: Option<String>,
     /// Commands issued within this window go out as one batch.
     pub batch_window_ms: u32,
     pub ack_timeout_ms: u32,
-    /// Commands older than this are not sent after a reconnect (state is restored instead).
+    /// One-shot commands queued longer than this are not sent after a reconnect (the
+    /// avatar's state is restored instead).
     pub ttl_ms: u32,
     /// Longest reply line accepted.
     pub max_line_bytes: u32,
     /// Reconnect backoff ceiling.
     pub reconnect_max_ms: u32,
-    /// Most commands held while Unity is away.
+    /// Most one-shot commands held while Unity is away.
     pub queue_limit: u32,
-    /// Keep the avatar's auto-blink on.
-    pub blink: bool,
 }
 
 impl Default for UnityOptions {
     fn default() -> Self {
         UnityOptions {
             address: crate::unity::DEFAULT_ADDRESS.into(),
-            vrm: None,
             batch_window_ms: 16,
             ack_timeout_ms: 2000,
             ttl_ms: 5000,
             max_line_bytes: crate::unity::DEFAULT_MAX_LINE as u32,
             reconnect_max_ms: 2000,
             queue_limit: 256,
-            blink: true,
         }
     }
 }

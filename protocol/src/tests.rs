@@ -66,7 +66,7 @@ fn to_worker_tag(m: &ToWorker) -> usize {
         ToWorker::Cancel { .. } => 5,
         ToWorker::Avatar(_) => 6,
         ToWorker::Ingest { .. } => 7,
-        ToWorker::Unity(_) => 8,
+        ToWorker::Unity { .. } => 8,
     }
 }
 fn from_worker_tag(m: &FromWorker) -> usize {
@@ -183,10 +183,15 @@ fn to_worker_samples() -> Vec<ToWorker> {
                 text: "Hi!".into(),
             }],
         },
-        ToWorker::Unity(UnityOptions {
-            vrm: Some("/models/mate.vrm".into()),
-            ..UnityOptions::default()
-        }),
+        ToWorker::Unity {
+            options: UnityOptions::default(),
+            avatar: vec![
+                AvatarCommand::LoadVrm {
+                    path: "/models/mate.vrm".into(),
+                },
+                AvatarCommand::Blink { enabled: true },
+            ],
+        },
     ]
 }
 

@@ -209,8 +209,17 @@ pub struct Settings {
     pub policy: Policy,
     pub chat: ChatSettings,
     pub gpu: GpuSettings,
-    pub unity: UnityOptions,
+    pub unity: UnitySettings,
     pub avatar: AvatarSettings,
+}
+
+/// The Unity app: how the bridge talks to it, and the avatar it starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitySettings {
+    pub options: UnityOptions,
+    /// Loaded on every (re)connect until a `mate ctl avatar load` replaces it.
+    pub vrm: Option<String>,
+    pub blink: bool,
 }
 
 /// What the reply makes the avatar show.
@@ -346,7 +355,7 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
         chat: chat(file.chat),
         gpu: gpu(overrides, file.gpu, file.profiles)?,
         unity: unity(file.unity)?,
-        avatar: avatar(file.avatar),
+        avatar: avatar(file.avatar)?,
         state_dir,
         model: overrides
             .model
@@ -455,7 +464,7 @@ fn gpu(
     })
 }
 
-fn unity(c: UnityConfig) -> Result<UnityOptions, ConfigError> {
+fn unity(c: UnityConfig) -> Result<UnitySettings, ConfigError> {
     let d = UnityOptions::default();
     let address = c.address.unwrap_or(d.address);
     if !address.contains(':') {
@@ -463,11 +472,8 @@ fn unity(c: UnityConfig) -> Result<UnityOptions, ConfigError> {
             "[unity] address = {address:?} needs a port, as in \"127.0.0.1:5555\""
         )));
     }
-    Ok(UnityOptions {
+    let options = UnityOptions {
         address,
-        vrm: c
-            .vrm
-            .map(|p| expand_tilde(&p).to_string_lossy().into_owned()),
         batch_window_ms: c.batch_window_ms.unwrap_or(d.batch_window_ms).min(10_000),
         ack_timeout_ms: c
             .ack_timeout_ms
@@ -483,15 +489,37 @@ fn unity(c: UnityConfig) -> Result<UnityOptions, ConfigError> {
             .unwrap_or(d.reconnect_max_ms)
             .clamp(100, 600_000),
         queue_limit: c.queue_limit.unwrap_or(d.queue_limit).clamp(1, 100_000),
-        blink: c.blink.unwrap_or(d.blink),
+    };
+    Ok(UnitySettings {
+        options,
+        vrm: c
+            .vrm
+            .map(|p| expand_tilde(&p).to_string_lossy().into_owned()),
+        blink: c.blink.unwrap_or(true),
     })
 }
 
-fn avatar(c: AvatarConfig) -> AvatarSettings {
+fn avatar(c: AvatarConfig) -> Result<AvatarSettings, ConfigError> {
     let mut cues = CueMap::default();
-    for (table, mine) in [(&mut cues.tags, c.tags), (&mut cues.lexicon, c.lexicon)] {
+    for (table, mine, tags) in [
+        (&mut cues.tags, c.tags, true),
+        (&mut cues.lexicon, c.lexicon, false),
+    ] {
         for (key, expression) in mine {
             let key = key.to_lowercase();
+            if !CueMap::can_match(tags, &key) {
+                return Err(ConfigError::Invalid(if tags {
+                    format!(
+                        "[avatar.tags] {key:?} can never match: a tag is letters, digits, '_' \
+                         or '-', at most 24 of them"
+                    )
+                } else {
+                    format!(
+                        "[avatar.lexicon] {key:?} can never match: an entry is one word \
+                         (letters and digits) or one emoji"
+                    )
+                }));
+            }
             if expression.is_empty() {
                 table.remove(&key);
             } else {
@@ -499,13 +527,19 @@ fn avatar(c: AvatarConfig) -> AvatarSettings {
             }
         }
     }
-    AvatarSettings {
+    let intensity = c.intensity.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&intensity) {
+        return Err(ConfigError::Invalid(format!(
+            "[avatar] intensity = {intensity} must be between 0 and 1"
+        )));
+    }
+    Ok(AvatarSettings {
         thinking: c.thinking.unwrap_or_else(|| "thinking".into()),
         talking: c.talking.unwrap_or_else(|| "neutral".into()),
-        intensity: c.intensity.unwrap_or(1.0).clamp(0.0, 1.0),
+        intensity,
         transition_ms: c.transition_ms.unwrap_or(150).min(60_000),
         cues,
-    }
+    })
 }
 
 fn chat(c: ChatConfig) -> ChatSettings {
@@ -664,11 +698,11 @@ mod tests {
         )
         .expect("parse");
         let s = resolve(&Overrides::default(), file).expect("resolve");
-        assert_eq!(s.unity.address, "10.0.0.2:6000");
+        assert_eq!(s.unity.options.address, "10.0.0.2:6000");
         assert_eq!(s.unity.vrm.as_deref(), Some("/m/mate.vrm"));
-        assert_eq!((s.unity.batch_window_ms, s.unity.blink), (0, false));
+        assert_eq!((s.unity.options.batch_window_ms, s.unity.blink), (0, false));
         assert_eq!(
-            s.unity.ack_timeout_ms,
+            s.unity.options.ack_timeout_ms,
             UnityOptions::default().ack_timeout_ms
         );
         assert_eq!(s.avatar.thinking, "");
@@ -682,8 +716,20 @@ mod tests {
         let err = resolve(&Overrides::default(), file).expect_err("no port");
         assert!(err.to_string().contains("needs a port"), "{err}");
         let s = resolve(&Overrides::default(), FileConfig::default()).expect("resolve");
-        assert_eq!(s.unity, UnityOptions::default());
+        assert_eq!(s.unity.options, UnityOptions::default());
+        assert!(s.unity.blink && s.unity.vrm.is_none());
         assert_eq!(s.avatar.thinking, "thinking");
+        for bad in [
+            "[avatar.lexicon]\n\":)\" = \"happy\"\n",
+            "[avatar.lexicon]\n\"good day\" = \"happy\"\n",
+            "[avatar.tags]\n\"very happy\" = \"happy\"\n",
+            "[avatar]\nintensity = 2.0\n",
+            "[avatar]\nintensity = nan\n",
+        ] {
+            let file = parse(bad, Path::new("c.toml")).expect("parse");
+            let err = resolve(&Overrides::default(), file).expect_err(bad);
+            assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+        }
     }
 
     #[test]

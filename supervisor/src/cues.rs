@@ -75,6 +75,27 @@ impl Default for CueMap {
 /// Longest tag name held back while waiting for its `]`.
 const MAX_TAG: usize = 24;
 
+fn tag_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
+}
+
+impl CueMap {
+    /// Whether the filter can ever match `key` (lowercase) as a tag name or a lexicon entry:
+    /// a tag of tag characters, a lexicon word of letters and digits, or one emoji.
+    pub fn can_match(tag: bool, key: &str) -> bool {
+        let mut chars = key.chars();
+        let first = chars.next();
+        let one = chars.next().is_none();
+        if tag {
+            !key.is_empty() && key.len() <= MAX_TAG && key.chars().all(tag_char)
+        } else {
+            let word = !key.is_empty() && key.chars().all(char::is_alphanumeric);
+            let emoji = one && first.is_some_and(|c| !c.is_ascii() && !c.is_alphanumeric());
+            word || emoji
+        }
+    }
+}
+
 /// Filters one reply as it streams.
 #[derive(Debug)]
 pub struct CueFilter {
@@ -118,9 +139,7 @@ impl CueFilter {
                         continue;
                     }
                     self.release(&mut visible, &mut cues);
-                } else if !(c.is_alphanumeric() || c == '_' || c == '-')
-                    || self.held.len() > MAX_TAG + 1
-                {
+                } else if !tag_char(c) || self.held.len() > MAX_TAG + 1 {
                     self.release(&mut visible, &mut cues);
                 }
                 continue;

@@ -410,7 +410,7 @@ fn up(settings: Settings, demo: bool) -> Result<(), Failure> {
     let model = resolve_model(&settings)?;
     let log = logging::init(&settings.state_dir, "supervisor", &settings.log)?;
     if demo {
-        let address = &settings.unity.address;
+        let address = &settings.unity.options.address;
         let sim = Sim::start(address, SimOptions::default(), Box::new(std::io::stdout()));
         if let Err(e) = sim {
             eprintln!(
@@ -443,7 +443,7 @@ fn up(settings: Settings, demo: bool) -> Result<(), Failure> {
 fn unity_sim(settings: &Settings, args: SimArgs) -> Result<(), Failure> {
     let listen = args
         .listen
-        .unwrap_or_else(|| settings.unity.address.clone());
+        .unwrap_or_else(|| settings.unity.options.address.clone());
     let opts = SimOptions {
         latency: std::time::Duration::from_millis(args.latency_ms),
         drop_every: args.drop_every,
@@ -570,11 +570,16 @@ fn run_ctl(settings: &Settings, command: CtlCommand) -> Result<(), Failure> {
                 name,
                 intensity,
                 transition_ms,
-            } => AvatarCommand::SetExpression {
+            } if (0.0..=1.0).contains(&intensity) => AvatarCommand::SetExpression {
                 expression: name,
-                intensity: intensity.clamp(0.0, 1.0),
+                intensity,
                 transition_ms,
             },
+            AvatarCommandArgs::Expression { intensity, .. } => {
+                return Err(
+                    anyhow::anyhow!("--intensity {intensity} must be between 0 and 1").into(),
+                )
+            }
             AvatarCommandArgs::Animation { name, looped } => {
                 AvatarCommand::PlayAnimation { name, looped }
             }

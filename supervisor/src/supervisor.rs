@@ -38,10 +38,10 @@ use std::{
 
 use anyhow::Context as _;
 use mate_protocol::{
-    handshake::TOKEN_ENV, AuthToken, AvatarCommand, ChatMessage, ChatRole, DowngradeCause,
-    Endpoint, Event as JournalEvent, EventKind, ExitStatus, FromWorker, GenerationStats, GpuReport,
-    Level, Reply, Request, Role, Rung, StatusReport, StopReason, ToWorker, VramReading, WorkerKind,
-    WorkerReport, WorkerState, WorkerVitals, EXIT_LOAD_FAILED,
+    handshake::TOKEN_ENV, set_avatar_part, AuthToken, AvatarCommand, ChatMessage, ChatRole,
+    DowngradeCause, Endpoint, Event as JournalEvent, EventKind, ExitStatus, FromWorker,
+    GenerationStats, GpuReport, Level, Reply, Request, Role, Rung, StatusReport, StopReason,
+    ToWorker, VramReading, WorkerKind, WorkerReport, WorkerState, WorkerVitals, EXIT_LOAD_FAILED,
 };
 use tokio::{
     sync::{mpsc, oneshot},
@@ -508,6 +508,15 @@ impl Supervisor {
                 describe_ladder(&ladder)
             ),
         );
+        // Where the avatar starts: the configured model and blink.
+        let unity = &opts.settings.unity;
+        let mut avatar = Vec::new();
+        if let Some(path) = &unity.vrm {
+            avatar.push(AvatarCommand::LoadVrm { path: path.clone() });
+        }
+        avatar.push(AvatarCommand::Blink {
+            enabled: unity.blink,
+        });
         let now = Instant::now();
         Ok(Supervisor {
             ladder,
@@ -530,7 +539,7 @@ impl Supervisor {
             started: now,
             stopping: false,
             threads_chosen: None,
-            avatar: Vec::new(),
+            avatar,
         })
     }
 
@@ -774,13 +783,12 @@ impl Supervisor {
                         p.send(load);
                     }
                 } else {
-                    let unity = ToWorker::Unity(self.opts.settings.unity.clone());
-                    let restore = self.avatar.clone();
+                    let unity = ToWorker::Unity {
+                        options: self.opts.settings.unity.options.clone(),
+                        avatar: self.avatar.clone(),
+                    };
                     if let Some(p) = self.process(kind, generation) {
                         p.send(unity);
-                        for cmd in restore {
-                            p.send(ToWorker::Avatar(cmd));
-                        }
                     }
                     self.worker(kind).started();
                 }
@@ -907,6 +915,8 @@ impl Supervisor {
         };
         let ran_for = p.spawned_at.elapsed();
         w.last_exit = Some(status);
+        // A dead process has no RSS, and a dead bridge no Unity connection.
+        w.vitals = WorkerVitals::default();
         let expected = p.intent != Intent::None;
         let level = if expected { Level::Info } else { Level::Warn };
         self.record(
@@ -1497,12 +1507,21 @@ impl Supervisor {
         }
     }
 
+    /// The turn ends (failed, cancelled, or no text) while the avatar still shows "thinking".
+    fn stop_thinking(&mut self) {
+        let Some(turn) = &mut self.turn else { return };
+        let avatar = &self.opts.settings.avatar;
+        if !std::mem::replace(&mut turn.talking, true) && !avatar.talking.is_empty() {
+            let cmd = avatar.expression(&avatar.talking);
+            self.tell_avatar(cmd);
+        }
+    }
+
     /// Sends a command to the bridge worker and remembers it as the avatar's state. A bridge
     /// that is not running gets the state when it comes back.
     fn tell_avatar(&mut self, cmd: AvatarCommand) -> bool {
-        if let Some(part) = cmd.part() {
-            self.avatar.retain(|c| c.part() != Some(part));
-            self.avatar.push(cmd.clone());
+        if cmd.part().is_some() {
+            set_avatar_part(&mut self.avatar, cmd.clone(), |c| c);
         }
         self.worker(WorkerKind::Bridge)
             .process
@@ -1542,6 +1561,7 @@ impl Supervisor {
             let (rest, cues) = turn.cues.finish();
             self.show(rest, cues);
         }
+        self.stop_thinking();
         let Some(mut turn) = self.turn.take() else {
             return;
         };
@@ -1585,6 +1605,7 @@ impl Supervisor {
     }
 
     fn fail_turn(&mut self, reason: String) {
+        self.stop_thinking();
         let Some(mut turn) = self.turn.take() else {
             return;
         };
@@ -1732,14 +1753,23 @@ impl Supervisor {
                 Ok(Some(Reply::Ok))
             }
             Request::Avatar(cmd) => {
+                let kept = cmd.part().is_some();
                 if self.tell_avatar(cmd) {
                     Ok(Some(Reply::Ok))
                 } else {
                     let w = self.worker(WorkerKind::Bridge);
+                    let state = match (w.state, w.process.as_ref().is_some_and(|p| p.ready)) {
+                        (WorkerState::Running, true) => "too far behind".to_string(),
+                        (state, _) => state.as_str().to_string(),
+                    };
                     Err(format!(
-                        "the bridge worker is {}; the avatar gets this when it is back \
-                         (`mate ctl start bridge` if it was stopped)",
-                        w.state.as_str()
+                        "the bridge worker is {state}; {} (`mate ctl start bridge` starts a \
+                         stopped one)",
+                        if kept {
+                            "the avatar gets this when it is back"
+                        } else {
+                            "a one-shot animation is not kept, send it again then"
+                        }
                     ))
                 }
             }

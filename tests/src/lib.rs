@@ -337,9 +337,10 @@ pub struct UnitySim {
 }
 
 impl UnitySim {
-    /// Starts one on a free port, with extra fault options (`--drop-every 1`, ...).
+    /// Starts one on a free port (see [`free_address`]), with extra fault options
+    /// (`--drop-every 1`, ...).
     pub fn start(args: &[&str]) -> UnitySim {
-        UnitySim::start_at("127.0.0.1:0", args)
+        UnitySim::start_at(&free_address(), args)
     }
 
     /// Starts one listening on `address` (to stand in for a Unity app that came back).
@@ -360,8 +361,10 @@ impl UnitySim {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let event = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("unity-sim printed non-JSON {line:?}: {e}"));
+                // Kept as an event the tests see, rather than a panic nobody hears.
+                let event = serde_json::from_str(&line).unwrap_or_else(
+                    |e| serde_json::json!({"event": "non-json", "line": line, "error": e.to_string()}),
+                );
                 sink.lock().expect("events lock").push(event);
             }
         });
@@ -380,8 +383,13 @@ impl UnitySim {
         sim
     }
 
+    /// Everything printed so far; fails the test on a line that was not JSON.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        self.events.lock().expect("events lock").clone()
+        let events = self.events.lock().expect("events lock").clone();
+        if let Some(bad) = events.iter().find(|e| e["event"] == "non-json") {
+            panic!("unity-sim printed a line that is not JSON: {bad}");
+        }
+        events
     }
 
     /// The command lines it read, as JSON (`{"command": …, "data": …}`).
@@ -439,8 +447,17 @@ pub fn unity_commands(line: &serde_json::Value) -> Vec<String> {
     }
 }
 
-/// A local address nothing listens on (yet).
+/// A local address nothing listens on (yet), below Linux's ephemeral port range
+/// (32768 and up), so no outgoing connection can take it (or connect to itself on it) while
+/// a bridge keeps trying it.
 pub fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").to_string()
+    use std::hash::{BuildHasher as _, RandomState};
+    let seed = RandomState::new().hash_one(std::process::id());
+    (0..1000u64)
+        .map(|i| 20_000 + (seed.wrapping_add(i * 7919) % 12_000) as u16)
+        .find_map(|port| {
+            let address = format!("127.0.0.1:{port}");
+            std::net::TcpListener::bind(&address).ok().map(|_| address)
+        })
+        .expect("a free port between 20000 and 32000")
 }

@@ -96,6 +96,13 @@ fn unity_absent_at_start_is_waited_for_and_gets_the_state_when_it_comes() {
     });
     assert_eq!(b["last_error"], Value::Null, "a connection clears the wait");
     assert_eq!(b["connects"], 1);
+    // Idle, the bridge sleeps until its next timer. A busy loop shows as ~100% of a core;
+    // the bound leaves room for a loaded machine.
+    std::thread::sleep(Duration::from_millis(1500));
+    let cpu = state.worker("bridge").expect("bridge")["vitals"]["cpu_percent"]
+        .as_f64()
+        .unwrap_or(100.0);
+    assert!(cpu < 50.0, "an idle bridge worker uses {cpu}% of a core");
 }
 
 #[test]
@@ -103,7 +110,7 @@ fn commands_within_the_window_leave_as_one_batch_and_a_newer_expression_wins() {
     let sim = UnitySim::start(&[]);
     let state = StateDir::new();
     // A wide window, so three `mate ctl` processes fit in it on a busy machine.
-    let _sup = up(&state, &sim.address, "batch_window_ms = 1500\n");
+    let _sup = up(&state, &sim.address, "batch_window_ms = 3000\n");
     sim.wait_for(LIMIT, "the restore line", |e| {
         e.iter().any(|e| e["event"] == "line")
     });
@@ -263,8 +270,10 @@ fn a_reply_drives_the_avatar_thinking_then_its_words() {
         "i", "you", "the", "a", "is", "to", "and", "it", "my", "am", "are",
     ];
     let lexicon: String = words.iter().map(|w| format!("{w} = \"happy\"\n")).collect();
+    // No coalescing window, so "thinking" is sent even if the reply starts at once.
     state.write_config(&format!(
-        "[unity]\naddress = \"{}\"\n[chat]\nmax_tokens = 32\ntemperature = 0.0\n\
+        "[unity]\naddress = \"{}\"\nbatch_window_ms = 0\n\
+         [chat]\nmax_tokens = 32\ntemperature = 0.0\n\
          [avatar.lexicon]\n{lexicon}",
         sim.address
     ));
@@ -302,6 +311,14 @@ fn run_demo_starts_the_unity_stand_in_and_the_whole_pipeline_works() {
         .spawn()
         .expect("spawn mate run --demo");
     let mut sup = Supervisor { child };
+    // Drained as it comes, so the simulator never blocks on a full pipe.
+    let mut stdout = sup.child.stdout.take().expect("stdout");
+    let printed = std::thread::spawn(move || {
+        let mut text = String::new();
+        use std::io::Read as _;
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
     state.wait_running(LIMIT);
     wait_bridge(&state, "connected to the built-in peer", |b| {
         b["connected"] == true
@@ -311,14 +328,7 @@ fn run_demo_starts_the_unity_stand_in_and_the_whole_pipeline_works() {
     let out = state.run(&["ctl", "shutdown"], LIMIT);
     assert!(out.status.success());
     assert!(sup.wait_exit(LIMIT).success());
-    let mut stdout = String::new();
-    use std::io::Read as _;
-    sup.child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut stdout)
-        .expect("read stdout");
+    let stdout = printed.join().expect("stdout reader");
     assert!(
         stdout.contains(&format!("unity-sim listening on {address}")),
         "{stdout}"

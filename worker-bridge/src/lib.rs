@@ -31,28 +31,45 @@ pub struct Args {
     pub endpoint: PathBuf,
 }
 
+/// How many inputs may wait for the Unity thread. The reader threads block beyond it (TCP
+/// then pushes back on a flooding peer); the main thread too, which a stuck Unity thread
+/// deserves: its heartbeats stop and the supervisor restarts the worker.
+const INPUTS: usize = 1024;
+
 /// Runs until the supervisor says shutdown or goes away.
 pub fn run(args: &Args) -> Result<(), Error> {
     let mut link = WorkerLink::connect_from_env(&Endpoint::at(&args.endpoint), Role::BridgeWorker)?;
-    let shared = Arc::new(Mutex::new(BridgeStatus::default()));
-    let (tx, rx) = mpsc::channel();
-    let unity = {
-        let (tx, sender, shared) = (tx.clone(), link.sender(), Arc::clone(&shared));
-        std::thread::Builder::new()
-            .name("unity".into())
-            .spawn(move || unity::run(rx, tx, sender, shared))
-            .map_err(Error::Io)?
-    };
     link.send(&FromWorker::Ready)?;
+    let shared = Arc::new(Mutex::new(BridgeStatus::default()));
     let mut meter = SelfMeter::default();
     let mut vitals = || WorkerVitals {
         bridge: shared.lock().ok().map(|s| Box::new(s.clone())),
         ..meter.vitals()
     };
+    // Nothing to do until the supervisor says where Unity is (it does so at once).
+    let mut early = Vec::new();
+    let (options, mut avatar) = loop {
+        match link.recv(&mut vitals) {
+            Ok(Next::Message(ToWorker::Unity { options, avatar })) => break (options, avatar),
+            Ok(Next::Message(ToWorker::Avatar(cmd))) => early.push(cmd),
+            Ok(Next::Message(other)) => debug!(?other, "not for the bridge; ignored"),
+            Ok(Next::Shutdown { .. }) => return Ok(()),
+            Err(e) if e.is_disconnect() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    };
+    avatar.append(&mut early);
+    let (tx, rx) = mpsc::sync_channel(INPUTS);
+    let unity = {
+        let (tx, sender, shared) = (tx.clone(), link.sender(), Arc::clone(&shared));
+        std::thread::Builder::new()
+            .name("unity".into())
+            .spawn(move || unity::run(options, avatar, rx, tx, sender, shared))
+            .map_err(Error::Io)?
+    };
     let result = loop {
         let input = match link.recv(&mut vitals) {
             Ok(Next::Message(ToWorker::Avatar(cmd))) => Input::Command(cmd),
-            Ok(Next::Message(ToWorker::Unity(opts))) => Input::Configure(opts),
             Ok(Next::Message(other)) => {
                 debug!(?other, "not for the bridge; ignored");
                 continue;

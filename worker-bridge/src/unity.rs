@@ -1,11 +1,13 @@
 //! The Unity side of the bridge worker: one thread that owns the TCP connection and the
-//! [`Outbox`], driven by one closed [`Input`] enum.
+//! [`Outbox`], driven by one closed [`Input`] enum and its own timers.
 //!
 //! While Unity is not there it retries with backoff (100 ms doubling up to
 //! `reconnect_max_ms`), keeping commands queued. A reader thread per connection turns reply
 //! lines into inputs; writes have a timeout, so a Unity that stops reading costs a reconnect,
-//! never a stuck worker. The supervisor hears about every change of connection through
-//! [`FromWorker::BridgeStatus`] and a notice; heartbeats carry the same status.
+//! never a stuck worker. The backoff starts over only once Unity has answered, so a peer that
+//! accepts and hangs up is not hammered. The supervisor hears about every change of
+//! connection through [`FromWorker::BridgeStatus`] and a notice; heartbeats carry the same
+//! status.
 
 use std::{
     io::{BufReader, Write},
@@ -26,7 +28,6 @@ use crate::outbox::{Answer, Outbox, Timing};
 /// Everything that can happen to the Unity thread.
 #[derive(Debug)]
 pub enum Input {
-    Configure(UnityOptions),
     Command(AvatarCommand),
     /// A line read on connection `conn`: a reply, or why it is not one.
     Line {
@@ -46,6 +47,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// Counter-only changes reach the supervisor at most this often (heartbeats carry them too).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// Bad reply lines logged at warn level per connection (the rest at debug).
+const LOGGED_BAD_LINES: u32 = 10;
 
 #[derive(Debug)]
 struct Connection {
@@ -60,11 +63,13 @@ struct Told {
     refused: bool,
     timeout: bool,
     malformed: bool,
+    /// Bad lines logged on this connection.
+    logged: u32,
 }
 
 #[derive(Debug)]
 struct Bridge {
-    opts: Option<UnityOptions>,
+    opts: UnityOptions,
     outbox: Outbox,
     conn: Option<Connection>,
     conns: u64,
@@ -72,109 +77,110 @@ struct Bridge {
     backoff: Duration,
     /// The reason of the last failed attempt, told once until it changes.
     waiting_why: Option<String>,
+    /// Unity answered on this connection.
+    answered: bool,
+    /// A connection was lost before Unity answered: connects and losses are only counted
+    /// (`connects` in the status) until one gets an answer.
+    quiet: bool,
     told: Told,
     status: BridgeStatus,
     shared: Arc<Mutex<BridgeStatus>>,
-    sent_status: (BridgeStatus, Instant),
+    sent_status: BridgeStatus,
+    status_due: Instant,
     link: LinkSender,
-    inputs: mpsc::Sender<Input>,
+    inputs: mpsc::SyncSender<Input>,
 }
 
-/// Runs the Unity thread until [`Input::Shutdown`] or until every sender is gone.
+/// Runs the Unity thread until [`Input::Shutdown`]: connects to `opts.address`, brings the
+/// avatar to `avatar` (the latest command per part), then serves commands.
 pub fn run(
+    opts: UnityOptions,
+    avatar: Vec<AvatarCommand>,
     rx: mpsc::Receiver<Input>,
-    inputs: mpsc::Sender<Input>,
+    inputs: mpsc::SyncSender<Input>,
     link: LinkSender,
     shared: Arc<Mutex<BridgeStatus>>,
 ) {
+    let now = Instant::now();
+    let mut outbox = Outbox::new(Timing::from(&opts));
+    for cmd in avatar {
+        outbox.push(cmd, now);
+    }
     let mut bridge = Bridge {
-        outbox: Outbox::new(Timing::from(&UnityOptions::default())),
-        opts: None,
+        status: BridgeStatus {
+            peer: opts.address.clone(),
+            ..BridgeStatus::default()
+        },
+        opts,
+        outbox,
         conn: None,
         conns: 0,
-        retry_at: None,
+        retry_at: Some(now),
         backoff: FIRST_RETRY,
         waiting_why: None,
+        answered: false,
+        quiet: false,
         told: Told::default(),
-        status: BridgeStatus::default(),
         shared,
-        sent_status: (BridgeStatus::default(), Instant::now()),
+        sent_status: BridgeStatus::default(),
+        status_due: now,
         link,
         inputs,
     };
     loop {
-        let input = match bridge.next_deadline() {
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-        };
-        match input {
+        bridge.tick(Instant::now());
+        bridge.publish();
+        let wait = bridge
+            .next_deadline()
+            .saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
             Ok(Input::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Ok(input) => bridge.handle(input),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        bridge.tick(Instant::now());
-        bridge.publish();
     }
     bridge.close("the bridge worker is stopping");
 }
 
 impl Bridge {
     fn handle(&mut self, input: Input) {
-        let now = Instant::now();
         match input {
-            Input::Configure(opts) => self.configure(opts, now),
-            Input::Command(cmd) => self.outbox.push(cmd, now),
+            Input::Command(cmd) => self.outbox.push(cmd, Instant::now()),
             Input::Line { conn, reply } if self.is_current(conn) => self.on_line(reply),
             Input::Closed { conn, why } if self.is_current(conn) => self.lost(&why),
             // From a connection already replaced.
-            Input::Line { .. } | Input::Closed { .. } => {}
-            Input::Shutdown => {}
+            Input::Line { .. } | Input::Closed { .. } | Input::Shutdown => {}
         }
-    }
-
-    fn configure(&mut self, opts: UnityOptions, now: Instant) {
-        self.outbox.set_timing(Timing::from(&opts));
-        if let Some(path) = &opts.vrm {
-            self.outbox
-                .push(AvatarCommand::LoadVrm { path: path.clone() }, now);
-        }
-        if opts.blink {
-            self.outbox
-                .push(AvatarCommand::Blink { enabled: true }, now);
-        }
-        if self.opts.as_ref().map(|o| &o.address) != Some(&opts.address) {
-            self.close("the Unity address changed");
-            self.status.peer = opts.address.clone();
-            self.retry_at = Some(now);
-            self.backoff = FIRST_RETRY;
-        }
-        self.opts = Some(opts);
     }
 
     fn is_current(&self, conn: u64) -> bool {
         self.conn.as_ref().is_some_and(|c| c.id == conn)
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        let outbox = self.outbox.next_deadline();
-        let retry = if self.conn.is_none() {
-            self.retry_at
-        } else {
-            None
+    /// The next timer: the outbox's (only while connected: nothing is sent otherwise), the
+    /// next connection attempt, or the next status.
+    fn next_deadline(&self) -> Instant {
+        let (outbox, retry) = match self.conn {
+            Some(_) => (self.outbox.next_deadline(), None),
+            None => (None, self.retry_at),
         };
-        // Wake at least once per status period while something may have changed.
-        let status = Some(self.sent_status.1 + STATUS_EVERY);
-        [outbox, retry, status].into_iter().flatten().min()
+        [outbox, retry]
+            .into_iter()
+            .flatten()
+            .fold(self.status_due, Instant::min)
     }
 
     fn tick(&mut self, now: Instant) {
         if self.conn.is_none() && self.retry_at.is_some_and(|at| at <= now) {
             self.connect(now);
         }
+        if self.conn.is_none() {
+            return;
+        }
         for name in self.outbox.expire(now) {
             let why = format!(
                 "no reply from Unity to {name} within {} ms",
-                self.opts.as_ref().map_or(0, |o| o.ack_timeout_ms)
+                self.opts.ack_timeout_ms
             );
             warn!("{why}");
             if !std::mem::replace(&mut self.told.timeout, true) {
@@ -184,9 +190,6 @@ impl Bridge {
                 );
             }
             self.status.last_error = Some(why);
-        }
-        if self.conn.is_none() {
-            return;
         }
         while let Some(line) = self.outbox.take_due(now) {
             debug!(command = line.name(), "to Unity");
@@ -202,67 +205,66 @@ impl Bridge {
     }
 
     fn connect(&mut self, now: Instant) {
-        let Some(opts) = &self.opts else { return };
-        let address = opts.address.clone();
-        match open(&address) {
-            Ok((stream, peer)) => {
-                let reader = match stream.try_clone() {
-                    Ok(reader) => reader,
-                    Err(e) => return self.retry(now, format!("cannot read the socket: {e}")),
-                };
-                self.conns += 1;
-                let id = self.conns;
-                let inputs = self.inputs.clone();
-                let max = opts.max_line_bytes as usize;
-                let spawned = std::thread::Builder::new()
-                    .name("unity-reader".into())
-                    .spawn(move || read_replies(reader, id, max, &inputs));
-                if let Err(e) = spawned {
-                    return self.retry(now, format!("cannot start a reader thread: {e}"));
-                }
-                self.conn = Some(Connection { id, stream });
-                self.backoff = FIRST_RETRY;
-                self.retry_at = None;
-                self.waiting_why = None;
-                self.told = Told::default();
-                self.outbox.connected(now);
-                self.status.connected = true;
-                self.status.connects += 1;
-                // Errors are about the current connection, or the wait for one.
-                self.status.last_error = None;
-                self.status.peer = if peer.to_string() == address {
-                    address.clone()
-                } else {
-                    format!("{address} ({peer})")
-                };
-                let restored = self.outbox.describe_state();
-                info!(%peer, restored, "connected to Unity");
-                self.notice(
-                    Level::Info,
-                    format!("connected to Unity at {address}; restoring {restored}"),
-                );
-            }
-            Err(why) => self.retry(now, why),
+        let address = self.opts.address.clone();
+        let (stream, peer) = match open(&address) {
+            Ok(opened) => opened,
+            Err(why) => return self.retry(now, why),
+        };
+        let reader = match stream.try_clone() {
+            Ok(reader) => reader,
+            Err(e) => return self.retry(now, format!("cannot read the socket: {e}")),
+        };
+        self.conns += 1;
+        let id = self.conns;
+        let (inputs, max) = (self.inputs.clone(), self.opts.max_line_bytes as usize);
+        let spawned = std::thread::Builder::new()
+            .name("unity-reader".into())
+            .spawn(move || read_replies(reader, id, max, &inputs));
+        if let Err(e) = spawned {
+            return self.retry(now, format!("cannot start a reader thread: {e}"));
+        }
+        self.conn = Some(Connection { id, stream });
+        self.retry_at = None;
+        self.waiting_why = None;
+        self.answered = false;
+        self.told = Told::default();
+        self.outbox.connected(now);
+        self.status.connected = true;
+        self.status.connects += 1;
+        // Errors are about the current connection, or the wait for one.
+        self.status.last_error = None;
+        self.status.peer = if peer.to_string() == address {
+            address.clone()
+        } else {
+            format!("{address} ({peer})")
+        };
+        let restored = self.outbox.describe_state();
+        info!(%peer, restored, "connected to Unity");
+        if !self.quiet {
+            self.notice(
+                Level::Info,
+                format!("connected to Unity at {address}; restoring {restored}"),
+            );
         }
     }
 
-    fn retry(&mut self, now: Instant, why: String) {
-        let max = Duration::from_millis(
-            self.opts
-                .as_ref()
-                .map_or(2000, |o| o.reconnect_max_ms.into()),
-        )
-        .max(FIRST_RETRY);
+    /// Schedules the next attempt, doubling the wait up to `reconnect_max_ms`.
+    fn schedule_retry(&mut self, now: Instant) {
+        let max = Duration::from_millis(self.opts.reconnect_max_ms.into()).max(FIRST_RETRY);
         self.retry_at = Some(now + self.backoff);
         self.backoff = (self.backoff * 2).min(max);
+    }
+
+    fn retry(&mut self, now: Instant, why: String) {
+        self.schedule_retry(now);
         if self.waiting_why.as_deref() != Some(why.as_str()) {
-            let address = self.opts.as_ref().map_or("", |o| o.address.as_str());
+            let address = &self.opts.address;
             info!(address, why, "waiting for Unity");
             self.notice(
                 Level::Info,
                 format!(
                     "waiting for Unity at {address}: {why}; retrying every {} ms at most",
-                    max.as_millis()
+                    self.opts.reconnect_max_ms
                 ),
             );
             self.status.last_error = Some(format!("waiting for Unity: {why}"));
@@ -272,14 +274,21 @@ impl Bridge {
 
     fn on_line(&mut self, reply: Result<unity::UnityReply, String>) {
         let answer = match reply {
-            Ok(reply) => self.outbox.on_reply(&reply),
+            Ok(reply) => {
+                if !std::mem::replace(&mut self.answered, true) {
+                    // A peer that answers is a working Unity: quick reconnects again.
+                    self.backoff = FIRST_RETRY;
+                    self.quiet = false;
+                }
+                self.outbox.on_reply(&reply, Instant::now())
+            }
             Err(why) => {
                 self.outbox.malformed();
                 Err(why)
             }
         };
         match answer {
-            Ok(Answer::Done { .. }) => {}
+            Ok(Answer::Done { .. } | Answer::Late) => {}
             Ok(Answer::Refused { command, message }) => {
                 let why = format!("Unity refused {command}: {message}");
                 warn!("{why}");
@@ -293,7 +302,12 @@ impl Bridge {
             }
             Err(why) => {
                 let why = format!("bad reply from Unity: {why}");
-                warn!("{why}");
+                self.told.logged += 1;
+                if self.told.logged <= LOGGED_BAD_LINES {
+                    warn!("{why}");
+                } else {
+                    debug!("{why}");
+                }
                 if !std::mem::replace(&mut self.told.malformed, true) {
                     self.notice(
                         Level::Warn,
@@ -310,18 +324,26 @@ impl Bridge {
         self.close(why);
         self.outbox.disconnected();
         let now = Instant::now();
-        self.retry_at = Some(now + FIRST_RETRY);
-        let address = self.opts.as_ref().map_or("", |o| o.address.as_str());
+        self.schedule_retry(now);
         let mut status = BridgeStatus::default();
         self.outbox.report(&mut status, now);
+        let address = &self.opts.address;
         warn!(address, why, "lost Unity");
-        self.notice(
-            Level::Warn,
-            format!(
-                "lost Unity at {address}: {why}; reconnecting ({} commands queued)",
-                status.queue_depth
-            ),
-        );
+        if !self.quiet {
+            let unanswered = if self.answered {
+                ""
+            } else {
+                "; it never answered, so further reconnects are only counted until it does"
+            };
+            self.notice(
+                Level::Warn,
+                format!(
+                    "lost Unity at {address}: {why}; reconnecting ({} commands queued){unanswered}",
+                    status.queue_depth
+                ),
+            );
+        }
+        self.quiet = !self.answered;
         self.status.last_error = Some(format!("lost Unity: {why}"));
     }
 
@@ -332,9 +354,7 @@ impl Bridge {
             let _ = conn.stream.shutdown(Shutdown::Both);
         }
         self.status.connected = false;
-        if let Some(opts) = &self.opts {
-            self.status.peer = opts.address.clone();
-        }
+        self.status.peer = self.opts.address.clone();
     }
 
     fn notice(&self, level: Level, message: String) {
@@ -343,15 +363,14 @@ impl Bridge {
     }
 
     /// Shares the status with heartbeats, and sends it when something a user watches changed
-    /// (at most every second for counters alone).
+    /// (and once a second when only counters did).
     fn publish(&mut self) {
         let now = Instant::now();
         self.outbox.report(&mut self.status, now);
         if let Ok(mut shared) = self.shared.lock() {
             shared.clone_from(&self.status);
         }
-        let (last, at) = &self.sent_status;
-        let s = &self.status;
+        let (s, last) = (&self.status, &self.sent_status);
         // Whether anything waits is visible too; how much is a counter.
         let idle = |s: &BridgeStatus| s.queue_depth == 0 && s.acks_pending == 0;
         let visible = (s.connected, &s.peer, &s.last_error, &s.expression, idle(s))
@@ -362,12 +381,15 @@ impl Bridge {
                 &last.expression,
                 idle(last),
             );
-        let counters = s != last && now.duration_since(*at) >= STATUS_EVERY;
-        if visible || counters {
+        let due = now >= self.status_due;
+        if visible || (due && s != last) {
             let _ = self
                 .link
                 .send(&FromWorker::BridgeStatus(Box::new(self.status.clone())));
-            self.sent_status = (self.status.clone(), now);
+            self.sent_status = self.status.clone();
+        }
+        if due {
+            self.status_due = now + STATUS_EVERY;
         }
     }
 }
@@ -397,7 +419,7 @@ fn open(address: &str) -> Result<(TcpStream, SocketAddr), String> {
 
 /// The reader thread of connection `conn`: every line becomes an [`Input::Line`], the end an
 /// [`Input::Closed`].
-fn read_replies(stream: TcpStream, conn: u64, max: usize, inputs: &mpsc::Sender<Input>) {
+fn read_replies(stream: TcpStream, conn: u64, max: usize, inputs: &mpsc::SyncSender<Input>) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     let why = loop {

@@ -154,7 +154,9 @@ fn batched(address: &str, n: usize, batch: usize) -> anyhow::Result<(Duration, u
         }
         if !wrote || pushed == n {
             let reply = conn.answer()?;
-            outbox.on_reply(&reply).map_err(anyhow::Error::msg)?;
+            outbox
+                .on_reply(&reply, Instant::now())
+                .map_err(anyhow::Error::msg)?;
             answered += 1;
         }
     }
