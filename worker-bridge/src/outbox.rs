@@ -127,14 +127,14 @@ impl Outbox {
         let queued = Queued { cmd, at: now };
         match queued.cmd.part() {
             Some(part) => {
-                self.unsent.retain(|q| q.cmd.part() != Some(part));
                 set_avatar_part(&mut self.state, queued.clone(), |q| &q.cmd);
-                self.unsent.push_back(queued);
                 if part == AvatarPart::Model {
                     // A new model starts from its defaults: the rest of the state follows it.
                     self.unsent.retain(|q| q.cmd.part().is_none());
-                    let rest = self.state.iter().filter(|q| q.cmd.part() != Some(part));
-                    self.unsent.extend(rest.cloned());
+                    self.unsent.extend(self.state.iter().cloned());
+                } else {
+                    self.unsent.retain(|q| q.cmd.part() != Some(part));
+                    self.unsent.push_back(queued);
                 }
             }
             None => {
@@ -232,21 +232,16 @@ impl Outbox {
     /// Unity refused a state command: if it is still the state, the last accepted one for
     /// its part takes its place (or nothing, when none was).
     fn refused(&mut self, cmd: &AvatarCommand) {
-        let Some(part) = cmd.part() else { return };
-        if !self.state.iter().any(|q| &q.cmd == cmd) {
+        let Some(i) = self.state.iter().position(|q| &q.cmd == cmd) else {
             return;
-        }
-        self.state.retain(|q| q.cmd.part() != Some(part));
-        if let Some(good) = self.accepted.iter().find(|c| c.part() == Some(part)) {
-            let at = self.state.first().map_or_else(Instant::now, |q| q.at);
-            set_avatar_part(
-                &mut self.state,
-                Queued {
-                    cmd: good.clone(),
-                    at,
-                },
-                |q| &q.cmd,
-            );
+        };
+        let bad = self.state.remove(i);
+        if let Some(good) = self.accepted.iter().find(|c| c.part() == cmd.part()) {
+            let good = Queued {
+                cmd: good.clone(),
+                at: bad.at,
+            };
+            set_avatar_part(&mut self.state, good, |q| &q.cmd);
         }
     }
 
@@ -300,14 +295,17 @@ impl Outbox {
     /// than the TTL; sent at once.
     pub fn connected(&mut self, now: Instant) {
         let ttl = self.timing.ttl;
-        let before = self.unsent.len();
+        let one_shots = self
+            .unsent
+            .iter()
+            .filter(|q| q.cmd.part().is_none())
+            .count();
         let fresh: Vec<Queued> = self
             .unsent
             .drain(..)
             .filter(|q| q.cmd.part().is_none() && now.duration_since(q.at) <= ttl)
             .collect();
-        let kept_state = self.state.len();
-        self.counters.dropped += before.saturating_sub(fresh.len() + kept_state) as u64;
+        self.counters.dropped += (one_shots - fresh.len()) as u64;
         self.unsent = self.state.iter().cloned().chain(fresh).collect();
         self.flush_at = (!self.unsent.is_empty()).then_some(now);
         self.progress = Some(now);
