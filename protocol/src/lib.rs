@@ -10,6 +10,7 @@
 //! The core is blocking, over `std::io::Read`/`Write`; feature `tokio` adds the same framing
 //! and handshake over tokio's `AsyncRead`/`AsyncWrite` ([`async_io`]).
 
+pub mod client;
 mod codec;
 pub mod endpoint;
 mod error;

@@ -74,8 +74,11 @@ struct UpArgs {
 enum Command {
     /// Run the supervisor in the foreground, headless (logs in <state-dir>/logs)
     Up(UpArgs),
-    /// Run the supervisor with the dashboard attached (until the dashboard exists: same as `up`)
+    /// Start the supervisor in the background (unless one runs already) and attach the
+    /// console; quitting it detaches. Without a terminal on stdout: the same as `up`
     Run(UpArgs),
+    /// Attach the console to the running supervisor (`q` detaches; the session goes on)
+    Tui,
     /// Talk to a running supervisor
     Ctl {
         #[command(subcommand)]
@@ -378,7 +381,9 @@ fn up_settings(global: &GlobalArgs, up: &UpArgs) -> Result<Settings, Failure> {
 fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Worker { kind, endpoint } => run_worker(kind, endpoint),
-        Command::Up(args) | Command::Run(args) => up(up_settings(&cli.global, &args)?, args.demo),
+        Command::Up(args) => up(up_settings(&cli.global, &args)?, args.demo),
+        Command::Run(args) => run(&cli.global, &args),
+        Command::Tui => tui(&settings(&cli.global)?),
         Command::UnitySim(args) => unity_sim(&settings(&cli.global)?, args),
         Command::Ctl { command } => run_ctl(&settings(&cli.global)?, command),
         Command::Model { command } => run_model(&settings(&cli.global)?, command),
@@ -438,6 +443,106 @@ fn up(settings: Settings, demo: bool) -> Result<(), Failure> {
     runtime.block_on(supervisor::run(opts))?;
     eprintln!("mate: stopped");
     Ok(())
+}
+
+/// `mate tui`: the console on the supervisor of the state dir.
+fn tui(settings: &Settings) -> Result<(), Failure> {
+    let opts = mate_tui::Options {
+        state_dir: settings.state_dir.clone(),
+        mono: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    };
+    let outcome = match mate_tui::run(&opts) {
+        Ok(outcome) => outcome,
+        // Keeps "no supervisor" its own exit code.
+        Err(mate_tui::TuiError::Client(e)) => return Err(e.into()),
+        Err(e) => return Err(anyhow::Error::new(e).into()),
+    };
+    match outcome {
+        mate_tui::Outcome::Detached => eprintln!(
+            "mate: detached; the supervisor keeps running (`mate tui` attaches again, \
+             `mate ctl shutdown` stops it)"
+        ),
+        mate_tui::Outcome::Stopped => eprintln!("mate: the supervisor is stopping"),
+        mate_tui::Outcome::Terminated(why) => eprintln!("mate: console closed: {why}"),
+    }
+    Ok(())
+}
+
+/// `mate run`: `mate up` in the background (its output in the state dir's logs), then the
+/// console. Without a terminal there is nothing to attach: it runs as `mate up`.
+fn run(global: &GlobalArgs, args: &UpArgs) -> Result<(), Failure> {
+    use std::io::IsTerminal as _;
+    let settings = up_settings(global, args)?;
+    if !std::io::stdout().is_terminal() {
+        return up(settings, args.demo);
+    }
+    let dir = &settings.state_dir;
+    if !mate_protocol::Endpoint::for_state_dir(dir).is_live() {
+        // Fetched here, where its progress can be seen.
+        let model = resolve_model(&settings)?;
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)
+            .with_context(|| format!("creating {}", logs.display()))?;
+        let out_path = logs.join("mate-up.out");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out_path)
+            .with_context(|| format!("opening {}", out_path.display()))?;
+        let mut cmd = std::process::Command::new(
+            std::env::current_exe().context("locating the mate executable")?,
+        );
+        cmd.arg("--state-dir").arg(dir).arg("--model").arg(&model);
+        for (flag, value) in [
+            ("--config", global.config.as_ref()),
+            ("--gpu-scenario", global.gpu_scenario.as_ref()),
+        ] {
+            if let Some(value) = value {
+                cmd.arg(flag).arg(value);
+            }
+        }
+        if let Some(profile) = &global.profile {
+            cmd.arg("--profile").arg(profile);
+        }
+        cmd.arg("up");
+        for (on, flag) in [
+            (args.no_auto_downgrade, "--no-auto-downgrade"),
+            (args.no_auto_upgrade, "--no-auto-upgrade"),
+            (args.demo, "--demo"),
+        ] {
+            if on {
+                cmd.arg(flag);
+            }
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        // Its own process group: Ctrl-C and the terminal closing do not reach it.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().context("starting mate up")?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !mate_protocol::Endpoint::for_state_dir(dir).is_live() {
+            if let Some(status) = child.try_wait()? {
+                let tail = std::fs::read_to_string(&out_path).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                return Err(anyhow::anyhow!(
+                    "the supervisor exited ({status}) before it could be attached to: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                )
+                .into());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(anyhow::anyhow!(
+                    "the supervisor did not start listening within 60 s; see {}",
+                    out_path.display()
+                )
+                .into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    tui(&settings)
 }
 
 fn unity_sim(settings: &Settings, args: SimArgs) -> Result<(), Failure> {

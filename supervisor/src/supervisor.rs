@@ -61,14 +61,10 @@ use crate::{
     session::{self, Transcript},
 };
 
-/// File in `<state>/run/` holding the token clients present.
-pub const CONTROL_TOKEN_FILE: &str = "control.token";
+pub use mate_protocol::client::{control_token_path, CONTROL_TOKEN_FILE};
 /// File in `<state>/run/` locked by the supervisor that owns the state dir.
 pub const LOCK_FILE: &str = "mate.lock";
 
-pub fn control_token_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("run").join(CONTROL_TOKEN_FILE)
-}
 
 /// How long the thread count the CPU rule chose for one LLM load is reused by the next.
 const THREADS_REUSE: Duration = Duration::from_secs(120);

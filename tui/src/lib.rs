@@ -16,3 +16,161 @@ pub mod view;
 mod fixture;
 #[cfg(test)]
 mod tests;
+
+pub mod feed;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use mate_protocol::{
+    client::{self, ClientError},
+    Request, Role,
+};
+use ratatui::crossterm::event::{self, Event as TermEvent};
+
+use crate::{
+    app::{Action, App, Input},
+    feed::Msg,
+};
+
+/// At most this many frames a second.
+const FRAME: Duration = Duration::from_millis(33);
+
+/// What `mate tui` needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    /// `NO_COLOR` is set.
+    pub mono: bool,
+}
+
+/// How the console ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `q`: the supervisor goes on.
+    Detached,
+    /// The user confirmed stopping the supervisor.
+    Stopped,
+    /// SIGTERM, SIGHUP, or a thread that panicked; the terminal was restored.
+    Terminated(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TuiError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("terminal: {0}")]
+    Terminal(#[from] std::io::Error),
+}
+
+/// Attaches to the supervisor of `opts.state_dir` until the user detaches. Fails at once
+/// with [`ClientError::NotRunning`] when none runs there.
+pub fn run(opts: &Options) -> Result<Outcome, TuiError> {
+    // Refuse before touching the terminal: a clear message and exit code when none runs.
+    client::call(&opts.state_dir, Role::Ctl, &Request::Status)?;
+    let (tx, rx) = mpsc::channel();
+    let started = Instant::now();
+    let panicked = Arc::new(AtomicBool::new(false));
+    {
+        // ratatui's hook (installed by `init`) restores the terminal; this one also tells the
+        // loop, so a panic in a feed thread ends the console instead of drawing over a shell.
+        let panicked = Arc::clone(&panicked);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            panicked.store(true, Ordering::SeqCst);
+            previous(info);
+        }));
+    }
+    let mut terminal = ratatui::init();
+    {
+        let tx = tx.clone();
+        // SIGTERM and SIGHUP (and SIGINT, which raw mode turns into a key anyway).
+        let _ = ctrlc::set_handler(move || {
+            let _ = tx.send(Msg::Terminate("terminated by a signal".into()));
+        });
+    }
+    spawn(tx.clone(), move |tx| keys(&tx));
+    let dir = opts.state_dir.clone();
+    spawn(tx.clone(), move |tx| feed::poll_status(dir, tx, started));
+    let dir = opts.state_dir.clone();
+    spawn(tx.clone(), move |tx| feed::follow_events(dir, tx));
+    let mut app = App::new(opts.state_dir.display().to_string(), opts.mono);
+    let outcome = run_loop(&mut terminal, &mut app, &rx, &tx, &opts.state_dir, &panicked);
+    ratatui::restore();
+    outcome
+}
+
+fn spawn(tx: mpsc::Sender<Msg>, f: impl FnOnce(mpsc::Sender<Msg>) + Send + 'static) {
+    std::thread::spawn(move || f(tx));
+}
+
+/// The terminal thread: keys and resizes.
+fn keys(tx: &mpsc::Sender<Msg>) {
+    loop {
+        let input = match event::read() {
+            Ok(TermEvent::Key(key)) => Input::Key(key),
+            Ok(TermEvent::Resize(..)) => Input::Resize,
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = tx.send(Msg::Terminate(format!("reading the terminal failed: {e}")));
+                return;
+            }
+        };
+        if tx.send(Msg::Input(input)).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    rx: &mpsc::Receiver<Msg>,
+    tx: &mpsc::Sender<Msg>,
+    state_dir: &std::path::Path,
+    panicked: &AtomicBool,
+) -> Result<Outcome, TuiError> {
+    let mut last_frame = Instant::now() - FRAME;
+    loop {
+        if panicked.load(Ordering::SeqCst) {
+            return Ok(Outcome::Terminated("a console thread panicked".into()));
+        }
+        if app.dirty && last_frame.elapsed() >= FRAME {
+            terminal.draw(|frame| view::draw(frame, app))?;
+            app.dirty = false;
+            last_frame = Instant::now();
+        }
+        // Sleep until the next frame is allowed (something to draw) or an input comes.
+        let wait = if app.dirty {
+            FRAME.saturating_sub(last_frame.elapsed())
+        } else {
+            Duration::from_secs(1)
+        };
+        let msg = match rx.recv_timeout(wait) {
+            Ok(msg) => msg,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Outcome::Detached),
+        };
+        let input = match msg {
+            Msg::Input(input) => input,
+            Msg::Terminate(why) => return Ok(Outcome::Terminated(why)),
+        };
+        match app.update(input) {
+            Some(Action::Quit) => return Ok(Outcome::Detached),
+            Some(Action::Shutdown) => {
+                // Asked here, not on a thread: the console ends right after.
+                client::call(state_dir, Role::Ctl, &Request::Shutdown)?;
+                return Ok(Outcome::Stopped);
+            }
+            Some(action) => feed::act(state_dir.to_path_buf(), action, tx.clone()),
+            None => {}
+        }
+    }
+}
