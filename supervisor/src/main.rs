@@ -481,8 +481,7 @@ fn run(global: &GlobalArgs, args: &UpArgs) -> Result<(), Failure> {
         // Fetched here, where its progress can be seen.
         let model = resolve_model(&settings)?;
         let logs = dir.join("logs");
-        std::fs::create_dir_all(&logs)
-            .with_context(|| format!("creating {}", logs.display()))?;
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         let out_path = logs.join("mate-up.out");
         let out = std::fs::OpenOptions::new()
             .create(true)

@@ -65,7 +65,6 @@ pub use mate_protocol::client::{control_token_path, CONTROL_TOKEN_FILE};
 /// File in `<state>/run/` locked by the supervisor that owns the state dir.
 pub const LOCK_FILE: &str = "mate.lock";
 
-
 /// How long the thread count the CPU rule chose for one LLM load is reused by the next.
 const THREADS_REUSE: Duration = Duration::from_secs(120);
 

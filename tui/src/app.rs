@@ -293,7 +293,7 @@ impl App {
                         self.mode = Mode::PickProfile(i.saturating_sub(1))
                     }
                     KeyCode::Down | KeyCode::Char('j') => {
-                        self.mode = Mode::PickProfile((i + 1).min(names.len() - 1))
+                        self.mode = Mode::PickProfile((i + 1).min(names.len().saturating_sub(1)))
                     }
                     KeyCode::Enter => {
                         self.mode = match names.get(i) {

@@ -102,7 +102,14 @@ pub fn run(opts: &Options) -> Result<Outcome, TuiError> {
     let dir = opts.state_dir.clone();
     spawn(tx.clone(), move |tx| feed::follow_events(dir, tx));
     let mut app = App::new(opts.state_dir.display().to_string(), opts.mono);
-    let outcome = run_loop(&mut terminal, &mut app, &rx, &tx, &opts.state_dir, &panicked);
+    let outcome = run_loop(
+        &mut terminal,
+        &mut app,
+        &rx,
+        &tx,
+        &opts.state_dir,
+        &panicked,
+    );
     ratatui::restore();
     outcome
 }
