@@ -1,4 +1,4 @@
-//! Fixed data for the console's tests: a supervisor with both workers up, a GPU, a ladder,
+//! Fixed data for the console's tests and benchmarks: a supervisor with both workers up, a GPU, a ladder,
 //! a connected Unity bridge, some events and a conversation. Nothing depends on the clock.
 
 use mate_protocol::{

@@ -12,8 +12,10 @@
 pub mod app;
 pub mod view;
 
-#[cfg(test)]
-mod fixture;
+/// Fixed data (a supervisor with both workers, a GPU, events, a chat) for the snapshot tests
+/// and the render benchmark.
+#[doc(hidden)]
+pub mod fixture;
 #[cfg(test)]
 mod tests;
 
