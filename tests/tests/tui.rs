@@ -57,6 +57,18 @@ impl Tmux {
         assert!(status.success());
     }
 
+    /// The pid of the program the pane's shell runs (`mate tui`).
+    fn child_pid(&self) -> Option<u32> {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "list-panes", "-F", "#{pane_pid}"])
+            .output()
+            .ok()?;
+        let shell = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let children =
+            std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
     fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
         let mut screen = String::new();
         let deadline = std::time::Instant::now() + LIMIT;
@@ -117,7 +129,9 @@ fn attach_watch_chat_restart_through_the_dialog_and_detach_with_the_terminal_res
     wait_until(LIMIT, "the turn in the transcript", || {
         state.transcript().len() == 2
     });
-    tmux.wait_for("the question on screen", |s| s.contains("quite a question"));
+    tmux.wait_for("the question and the reply on screen", |s| {
+        s.contains("quite a question") && s.lines().any(|l| l.starts_with("│ mate "))
+    });
     tmux.keys(&["Escape"]);
 
     // The first row (llm) is selected; `r` asks, `y` confirms.
@@ -138,6 +152,14 @@ fn attach_watch_chat_restart_through_the_dialog_and_detach_with_the_terminal_res
         state
             .worker("llm")
             .is_some_and(|w| w["restarts"] == 1 && w["state"] == "Running")
+    });
+    // … and the table says so: STATE, PID, UPTIME, then RESTARTS.
+    tmux.wait_for("restarts 1 in the llm row", |s| {
+        s.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let at = cols.iter().position(|c| *c == "llm");
+            at.is_some_and(|i| cols.get(i + 1) == Some(&"running") && cols.get(i + 4) == Some(&"1"))
+        })
     });
 
     tmux.keys(&["q"]);
@@ -177,4 +199,19 @@ fn a_supervisor_that_goes_away_shows_disconnected_and_is_reattached() {
     });
     tmux.keys(&["q"]);
     tmux.wait_for("the console to exit", |s| s.contains("EXIT=0"));
+}
+
+#[test]
+fn sigterm_closes_the_console_and_restores_the_terminal() {
+    let state = StateDir::new();
+    let _sup = state.start_supervisor();
+    let tmux = console(&state, "term");
+    tmux.wait_for("attached", |s| s.contains("running"));
+    let pid = tmux.child_pid().expect("the console's pid");
+    mate_tests::signal(pid, "TERM");
+    tmux.wait_for("the console to exit", |s| s.contains("EXIT=0"));
+    let read = |name: &str| std::fs::read_to_string(state.path().join(name)).unwrap_or_default();
+    wait_until(LIMIT, "stty -a after", || !read("stty.after").is_empty());
+    assert_eq!(read("stty.before"), read("stty.after"));
+    assert!(state.status().is_some(), "the supervisor still runs");
 }
