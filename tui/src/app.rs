@@ -199,7 +199,7 @@ impl App {
                 None
             }
             Input::Disconnected(why) => {
-                self.link = Link::Disconnected(why);
+                self.link = Link::Disconnected(printable(&why));
                 if self.streaming {
                     self.streaming = false;
                     self.say(
@@ -209,8 +209,9 @@ impl App {
                 }
                 None
             }
-            Input::Status { report, at_s } => {
+            Input::Status { mut report, at_s } => {
                 self.link = Link::Attached;
+                clean_status(&mut report);
                 if let Some(r) = &report.gpu.reading {
                     push_capped(
                         &mut self.vram,
@@ -223,7 +224,8 @@ impl App {
                 self.status = Some(*report);
                 None
             }
-            Input::Event(event) => {
+            Input::Event(mut event) => {
+                event.message = printable(&event.message);
                 self.events.push_front(event);
                 self.events.truncate(EVENTS_KEPT);
                 if self.event_scroll > 0 {
@@ -233,6 +235,7 @@ impl App {
                 None
             }
             Input::Chunk(text) => {
+                let text = printable(&text);
                 match self.chat.back_mut() {
                     Some(line) if line.who == Speaker::Mate && self.streaming => {
                         line.text.push_str(&text)
@@ -255,7 +258,7 @@ impl App {
             }
             Input::ChatFailed(why) => {
                 self.streaming = false;
-                self.say(Speaker::Note, why);
+                self.say(Speaker::Note, printable(&why));
                 None
             }
         }
@@ -334,6 +337,11 @@ impl App {
             KeyCode::Backspace => {
                 self.input.pop();
             }
+            // Esc then a key in quick succession reads as Alt+key: leave, then the key.
+            KeyCode::Char(c) if key.modifiers.contains(KeyModifiers::ALT) => {
+                self.mode = Mode::Normal;
+                return self.normal(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+            }
             KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
                 self.input.push(c)
             }
@@ -389,6 +397,42 @@ impl App {
         self.workers()
             .get(self.selected)
             .is_some_and(|w| w.state == WorkerState::Running)
+    }
+}
+
+/// Text from the supervisor or the model, safe to put on a terminal: control characters
+/// (escape sequences, carriage returns, tabs) would move the cursor and break the layout, so
+/// each becomes a space; newlines stay, for the chat's wrapping.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+        .collect()
+}
+
+/// [`printable`] over every free-text field of a status.
+fn clean_status(report: &mut StatusReport) {
+    for w in &mut report.workers {
+        if let Some(e) = &mut w.last_error {
+            *e = printable(e);
+        }
+        if let Some(b) = &mut w.vitals.bridge {
+            if let Some(e) = &mut b.last_error {
+                *e = printable(e);
+            }
+            if let Some(x) = &mut b.expression {
+                *x = printable(x);
+            }
+            b.peer = printable(&b.peer);
+        }
+    }
+    if let Some(note) = &mut report.gpu.note {
+        *note = printable(note);
+    }
+    if let Some(name) = &mut report.gpu.name {
+        *name = printable(name);
+    }
+    if let Some(d) = &mut report.last_decision {
+        d.message = printable(&d.message);
     }
 }
 

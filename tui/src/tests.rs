@@ -168,3 +168,26 @@ fn a_lost_connection_ends_the_reply_and_says_so() {
     });
     assert_eq!(app.link, Link::Attached);
 }
+
+#[test]
+fn control_characters_from_the_model_never_reach_the_terminal() {
+    let mut app = fixture::app(false);
+    app.update(Input::Chunk(" \x1b[2J\rgone\tx\u{7}\nnext".into()));
+    let text = &app.chat.back().map(|l| l.text.clone()).unwrap_or_default();
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{text:?}"
+    );
+    assert!(text.ends_with("  [2J gone x \nnext"), "{text:?}");
+}
+
+#[test]
+fn esc_then_a_key_in_quick_succession_leaves_typing_and_acts() {
+    let mut app = fixture::app(false);
+    app.streaming = false;
+    app.update(ch('i'));
+    // The terminal reports Esc followed at once by `q` as Alt+q.
+    let alt_q = Input::Key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::ALT));
+    assert_eq!(app.update(alt_q), Some(Action::Quit));
+    assert!(app.input.is_empty());
+}
