@@ -16,8 +16,10 @@
 //!
 //! `mate bench bridge` (`bridge`): single, pipelined and batched senders on the Unity wire.
 
+mod all;
 mod bridge;
 
+pub use all::{all, AllBench};
 pub use bridge::{bridge, BridgeBench};
 
 use std::{

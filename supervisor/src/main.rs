@@ -290,6 +290,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 16)]
         batch: usize,
     },
+    /// Every benchmark above, each result as JSON in DIR with SVG plots and a Markdown
+    /// summary (summary.md) with the machine's facts; takes several minutes
+    All {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Runs per measurement (restart kills scale with it: 20 at 3)
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Prompt and generation tok/s for each thread count. JSON on stdout.
     Threads {
         /// Highest thread count tried [default: logical cores]
@@ -1235,6 +1244,15 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
         }
         // Measured above, without a model.
         BenchCommand::Bridge { .. } => {}
+        BenchCommand::All { out, runs } => {
+            let report = mate::bench::all(&mate::bench::AllBench {
+                exe: std::env::current_exe().context("locating the mate executable")?,
+                model,
+                out,
+                runs: runs.max(1),
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
         BenchCommand::Threads {
             max,
             runs,
