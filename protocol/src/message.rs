@@ -692,6 +692,8 @@ pub enum Request {
     },
     /// Send one command to the avatar through the bridge worker.
     Avatar(AvatarCommand),
+    /// Start a new conversation: the transcript is archived next to it and emptied.
+    ClearSession,
 }
 
 /// Supervisor → client.

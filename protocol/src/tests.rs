@@ -97,6 +97,7 @@ fn request_tag(m: &Request) -> usize {
         Request::Shutdown => 8,
         Request::Inject { .. } => 9,
         Request::Avatar(_) => 10,
+        Request::ClearSession => 11,
     }
 }
 fn reply_tag(m: &Reply) -> usize {
@@ -304,6 +305,7 @@ fn request_samples() -> Vec<Request> {
             name: "wave".into(),
             looped: false,
         }),
+        Request::ClearSession,
     ]
 }
 
@@ -409,7 +411,7 @@ fn golden_samples_cover_every_variant() {
     // The last tag of each enum must have a sample too.
     assert_eq!(to_worker_samples().len(), 9);
     assert_eq!(from_worker_samples().len(), 11);
-    assert_eq!(request_samples().len(), 11);
+    assert_eq!(request_samples().len(), 12);
     assert_eq!(reply_samples().len(), 6);
 }
 

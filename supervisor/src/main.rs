@@ -201,6 +201,8 @@ enum CtlCommand {
     },
     /// Stop the reply being generated
     Cancel,
+    /// Start a new conversation; the transcript is archived as transcript-<ms>.jsonl beside it
+    Clear,
     /// What happened: spawns, exits, restarts, escalations, profile changes, clients
     Events {
         /// Keep printing new events until interrupted
@@ -669,6 +671,7 @@ fn run_ctl(settings: &Settings, command: CtlCommand) -> Result<(), Failure> {
         CtlCommand::Start { worker } => Request::Start { worker },
         CtlCommand::Profile { name } => Request::SetProfile { name },
         CtlCommand::Cancel => Request::Cancel,
+        CtlCommand::Clear => Request::ClearSession,
         CtlCommand::Shutdown => Request::Shutdown,
         CtlCommand::Crash { worker, oom } => Request::Inject {
             worker,

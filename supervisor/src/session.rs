@@ -219,6 +219,25 @@ impl Transcript {
         Ok(())
     }
 
+    /// Ends the conversation: what is not on disk is written first (a failure clears
+    /// nothing), then the file is renamed to `transcript-<ms>.jsonl` beside it and a new,
+    /// empty transcript begins. Returns the archive's path, if there was a file.
+    pub fn archive(&mut self, now_ms: u64) -> std::io::Result<Option<PathBuf>> {
+        self.save()?;
+        let archived = self
+            .path
+            .with_file_name(format!("transcript-{now_ms}.jsonl"));
+        let moved = match std::fs::rename(&self.path, &archived) {
+            Ok(()) => Some(archived),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        self.turns.clear();
+        self.saved = 0;
+        self.tokens = 0;
+        Ok(moved)
+    }
+
     /// Turns in memory that are not on disk (after a write error).
     pub fn unsaved(&self) -> usize {
         self.turns.len() - self.saved
@@ -247,6 +266,33 @@ mod tests {
 
     fn open(path: &Path) -> (Transcript, Repairs) {
         Transcript::open(path.to_path_buf()).expect("open")
+    }
+
+    #[test]
+    fn clearing_archives_the_file_whole_and_starts_empty() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("session/transcript.jsonl");
+        let (mut t, _) = open(&path);
+        assert_eq!(
+            t.archive(1).expect("archive"),
+            None,
+            "nothing to archive yet"
+        );
+        t.push(turn(1, "hi", "hello")).expect("push");
+        t.push(turn(2, "and?", "fine")).expect("push");
+        let archived = t.archive(42).expect("archive").expect("a file");
+        assert!(archived.ends_with("session/transcript-42.jsonl"));
+        assert_eq!(
+            std::fs::read_to_string(&archived)
+                .expect("read")
+                .lines()
+                .count(),
+            4
+        );
+        assert!(t.is_empty() && t.tokens() == 0 && !path.exists());
+        t.push(turn(1, "again", "yes")).expect("push");
+        let (back, _) = open(&path);
+        assert_eq!(back.len(), 1);
     }
 
     #[test]

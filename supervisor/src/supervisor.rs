@@ -1747,6 +1747,7 @@ impl Supervisor {
                 self.stop("ctl shutdown");
                 Ok(Some(Reply::Ok))
             }
+            Request::ClearSession => self.clear_session(),
             Request::Avatar(cmd) => {
                 let kept = cmd.part().is_some();
                 if self.tell_avatar(cmd) {
@@ -1778,6 +1779,32 @@ impl Supervisor {
                 let _ = reply.try_send(Reply::Error { message });
             }
         }
+    }
+
+    /// A new conversation; the old one is archived beside the transcript.
+    fn clear_session(&mut self) -> Result<Option<Reply>, String> {
+        if let Some(turn) = &self.turn {
+            return Err(format!(
+                "a reply is still streaming (turn {}); wait for it or `mate ctl cancel` first",
+                turn.number
+            ));
+        }
+        let turns = self.transcript.len();
+        let archived = self.transcript.archive(now_ms()).map_err(|e| {
+            format!(
+                "cannot archive the transcript {}: {e}; nothing was cleared",
+                Transcript::path_in(&self.opts.settings.state_dir).display()
+            )
+        })?;
+        let message = match archived {
+            Some(path) => format!(
+                "session cleared: {turns} turns archived to {}",
+                path.display()
+            ),
+            None => "session cleared (it was empty)".into(),
+        };
+        self.record(Level::Info, None, EventKind::Notice, message);
+        Ok(Some(Reply::Ok))
     }
 
     fn status(&self) -> StatusReport {
@@ -2065,6 +2092,7 @@ fn describe_request(request: &Request) -> String {
         Request::Inject { worker, fault } => format!("inject {fault:?} into {worker}"),
         Request::Shutdown => "shutdown".into(),
         Request::Avatar(cmd) => format!("avatar {cmd}"),
+        Request::ClearSession => "clear the session".into(),
         other => format!("{other:?}"),
     }
 }

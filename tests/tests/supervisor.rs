@@ -535,3 +535,27 @@ fn events_follow_and_read_as_json_lines() {
         assert!(event["at_ms"].as_u64() > Some(1_600_000_000_000));
     }
 }
+
+#[test]
+fn clearing_the_session_archives_the_transcript_and_starts_over() {
+    let state = StateDir::new();
+    state.write_config("[chat]\nmax_tokens = 4\n");
+    let _sup = state.start_supervisor();
+    ok(&state.run(&["ctl", "chat", "first"], LIMIT));
+    ok(&state.run(&["ctl", "clear"], LIMIT));
+    assert!(state.transcript().is_empty());
+    let session = state.path().join("session");
+    let archives: Vec<_> = std::fs::read_dir(&session)
+        .expect("session dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("transcript-"))
+        .collect();
+    assert_eq!(archives.len(), 1);
+    let archived = std::fs::read_to_string(archives[0].path()).expect("archive");
+    assert_eq!(archived.lines().count(), 2);
+    assert!(archived.contains("first"));
+    assert_eq!(state.status().expect("status")["turns"], 0);
+    ok(&state.run(&["ctl", "chat", "second"], LIMIT));
+    let lines = state.transcript();
+    assert_eq!((lines.len(), lines[0]["turn"].as_u64()), (2, Some(1)));
+}
