@@ -15,12 +15,16 @@
 //! the bench's wall clock). JSON, and an SVG drawn with `plotters`.
 //!
 //! `mate bench bridge` (`bridge`): single, pipelined and batched senders on the Unity wire.
+//! `mate bench memory` (`memory`): RSS of every process over a long session and a clear.
+//! `mate bench all` (`all`): everything, as JSON, SVG plots and a Markdown summary.
 
 mod all;
 mod bridge;
+mod memory;
 
 pub use all::{all, AllBench};
 pub use bridge::{bridge, BridgeBench};
+pub use memory::{memory, MemoryBench};
 
 use std::{
     path::{Path, PathBuf},

@@ -292,6 +292,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 16)]
         batch: usize,
     },
+    /// Memory over a long session: RSS of the supervisor and each worker (VRAM on a GPU) at
+    /// start, after load, every tenth of the turns, after `ctl clear` and 10 turns later,
+    /// with growth against stated bounds. JSON on stdout
+    Memory {
+        #[arg(long, default_value_t = 500)]
+        turns: usize,
+        #[arg(long, default_value_t = 16)]
+        max_tokens: u32,
+        /// Also write memory.json and memory.svg into DIR
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Every benchmark above, each result as JSON in DIR with SVG plots and a Markdown
     /// summary (summary.md) with the machine's facts; takes several minutes
     All {
@@ -1247,6 +1259,20 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
         }
         // Measured above, without a model.
         BenchCommand::Bridge { .. } => {}
+        BenchCommand::Memory {
+            turns,
+            max_tokens,
+            out,
+        } => {
+            let report = mate::bench::memory(&mate::bench::MemoryBench {
+                exe: std::env::current_exe().context("locating the mate executable")?,
+                model,
+                turns: turns.max(1),
+                max_tokens: max_tokens.max(1),
+                out,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
         BenchCommand::All { out, runs } => {
             let report = mate::bench::all(&mate::bench::AllBench {
                 exe: std::env::current_exe().context("locating the mate executable")?,

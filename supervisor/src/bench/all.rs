@@ -32,7 +32,7 @@ fn write_json(dir: &Path, name: &str, value: &Value) -> anyhow::Result<()> {
 }
 
 /// A line chart of `series` (name, points) as an SVG file.
-fn line_svg(
+pub(super) fn line_svg(
     path: &Path,
     title: &str,
     x_label: &str,
@@ -186,14 +186,47 @@ pub fn all(b: &AllBench) -> anyhow::Result<Value> {
         )],
     )?;
 
-    let summary = summary(&machine, &llm, &points, &restart, &profiles, &bridge);
+    eprintln!("mate bench all: memory");
+    let memory = super::memory(&super::MemoryBench {
+        exe: b.exe.clone(),
+        model: b.model.clone(),
+        turns: 500 * runs / 3,
+        max_tokens: 16,
+        out: Some(out.clone()),
+    })?;
+
+    let mut summary = summary(&machine, &llm, &points, &restart, &profiles, &bridge);
+    memory_table(&mut summary, &memory);
     std::fs::write(out.join("summary.md"), &summary)
         .with_context(|| format!("writing {}", out.join("summary.md").display()))?;
     Ok(json!({
         "out": out,
         "files": ["machine.json", "llm.json", "threads.json", "threads.svg", "restart.json",
-                  "profiles.json", "profiles.svg", "bridge.json", "bridge.svg", "summary.md"],
+                  "profiles.json", "profiles.svg", "bridge.json", "bridge.svg", "memory.json",
+                  "memory.svg", "summary.md"],
     }))
+}
+
+fn memory_table(md: &mut String, memory: &Value) {
+    let _ = writeln!(
+        md,
+        "\n## Memory over {} turns (`memory.json`, `memory.svg`)\n\n![memory](memory.svg)\n\n\
+         | process | after load MiB | after the turns MiB | growth MiB | bound MiB |\n\
+         |---|---|---|---|---|",
+        memory["turns"]
+    );
+    for g in memory["growth_over_turns"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            g["process"].as_str().unwrap_or("?"),
+            cell(g["after_load_mib"].as_f64(), 1),
+            cell(g["after_turns_mib"].as_f64(), 1),
+            cell(g["growth_mib"].as_f64(), 1),
+            cell(g["bound_mib"].as_f64(), 0),
+        );
+    }
+    details(md, memory);
 }
 
 /// The whole result, folded away under its table.
