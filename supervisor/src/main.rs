@@ -1212,6 +1212,7 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
     }
     let settings = settings(global)?;
     let model = resolve_model(&settings)?;
+    let exe = std::env::current_exe().context("locating the mate executable")?;
     match command {
         BenchCommand::Llm {
             runs,
@@ -1220,7 +1221,7 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
             conversation_tokens,
         } => {
             let report = mate::bench::llm(&mate::bench::LlmBench {
-                exe: std::env::current_exe().context("locating the mate executable")?,
+                exe: exe.clone(),
                 model,
                 runs: runs.max(1),
                 max_tokens: max_tokens.max(2),
@@ -1235,7 +1236,7 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
         }
         BenchCommand::Restart { runs } => {
             let report = mate::bench::restart(&mate::bench::RestartBench {
-                exe: std::env::current_exe().context("locating the mate executable")?,
+                exe: exe.clone(),
                 model,
                 runs: runs.max(1),
                 threads: settings.threads,
@@ -1248,7 +1249,7 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
             out,
         } => {
             let report = mate::bench::profiles(&mate::bench::ProfilesBench {
-                exe: std::env::current_exe().context("locating the mate executable")?,
+                exe: exe.clone(),
                 model,
                 runs: runs.max(1),
                 max_tokens: max_tokens.max(2),
@@ -1265,7 +1266,7 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
             out,
         } => {
             let report = mate::bench::memory(&mate::bench::MemoryBench {
-                exe: std::env::current_exe().context("locating the mate executable")?,
+                exe: exe.clone(),
                 model,
                 turns: turns.max(1),
                 max_tokens: max_tokens.max(1),
@@ -1275,7 +1276,7 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
         }
         BenchCommand::All { out, runs } => {
             let report = mate::bench::all(&mate::bench::AllBench {
-                exe: std::env::current_exe().context("locating the mate executable")?,
+                exe: exe.clone(),
                 model,
                 out,
                 runs: runs.max(1),

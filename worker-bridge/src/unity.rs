@@ -72,7 +72,6 @@ struct Bridge {
     opts: UnityOptions,
     outbox: Outbox,
     conn: Option<Connection>,
-    conns: u64,
     retry_at: Option<Instant>,
     backoff: Duration,
     /// The reason of the last failed attempt, told once until it changes.
@@ -114,7 +113,6 @@ pub fn run(
         opts,
         outbox,
         conn: None,
-        conns: 0,
         retry_at: Some(now),
         backoff: FIRST_RETRY,
         waiting_why: None,
@@ -183,13 +181,8 @@ impl Bridge {
                 self.opts.ack_timeout_ms
             );
             warn!("{why}");
-            if !std::mem::replace(&mut self.told.timeout, true) {
-                self.notice(
-                    Level::Warn,
-                    format!("{why} (further timeouts are only counted)"),
-                );
-            }
-            self.status.last_error = Some(why);
+            let first = !std::mem::replace(&mut self.told.timeout, true);
+            self.trouble(first, why, "further timeouts are only counted");
         }
         while let Some(line) = self.outbox.take_due(now) {
             debug!(command = line.name(), "to Unity");
@@ -214,8 +207,8 @@ impl Bridge {
             Ok(reader) => reader,
             Err(e) => return self.retry(now, format!("cannot read the socket: {e}")),
         };
-        self.conns += 1;
-        let id = self.conns;
+        // Connection ids: the successful connections so far, this one included.
+        let id = u64::from(self.status.connects) + 1;
         let (inputs, max) = (self.inputs.clone(), self.opts.max_line_bytes as usize);
         let spawned = std::thread::Builder::new()
             .name("unity-reader".into())
@@ -292,13 +285,8 @@ impl Bridge {
             Ok(Answer::Refused { command, message }) => {
                 let why = format!("Unity refused {command}: {message}");
                 warn!("{why}");
-                if !std::mem::replace(&mut self.told.refused, true) {
-                    self.notice(
-                        Level::Warn,
-                        format!("{why} (further refusals are only counted)"),
-                    );
-                }
-                self.status.last_error = Some(why);
+                let first = !std::mem::replace(&mut self.told.refused, true);
+                self.trouble(first, why, "further refusals are only counted");
             }
             Err(why) => {
                 let why = format!("bad reply from Unity: {why}");
@@ -308,13 +296,8 @@ impl Bridge {
                 } else {
                     debug!("{why}");
                 }
-                if !std::mem::replace(&mut self.told.malformed, true) {
-                    self.notice(
-                        Level::Warn,
-                        format!("{why} (ignored; further bad replies are only counted)"),
-                    );
-                }
-                self.status.last_error = Some(why);
+                let first = !std::mem::replace(&mut self.told.malformed, true);
+                self.trouble(first, why, "ignored; further bad replies are only counted");
             }
         }
     }
@@ -355,6 +338,14 @@ impl Bridge {
         }
         self.status.connected = false;
         self.status.peer = self.opts.address.clone();
+    }
+
+    /// A problem on this connection: the last error, and a notice the first time (`first`).
+    fn trouble(&mut self, first: bool, why: String, further: &str) {
+        if first {
+            self.notice(Level::Warn, format!("{why} ({further})"));
+        }
+        self.status.last_error = Some(why);
     }
 
     fn notice(&self, level: Level, message: String) {

@@ -10,7 +10,9 @@ use anyhow::bail;
 use mate_protocol::{Reply, Request, StatusReport, WorkerKind};
 use serde_json::{json, Value};
 
-use super::{chat, ctl, in_state_dir, proc_status_kib, shut_down, start_up, wait_running};
+use super::{
+    chat, ctl, in_state_dir, proc_status_kib, shut_down, start_up, status_now, wait_running,
+};
 
 /// Settings of `mate bench memory`.
 #[derive(Debug, Clone)]
@@ -50,13 +52,6 @@ fn sample(label: &str, turn: usize, sup: u32, status: &StatusReport) -> Value {
     })
 }
 
-fn status(dir: &std::path::Path) -> anyhow::Result<StatusReport> {
-    match ctl::call(dir, &Request::Status)? {
-        Reply::Status(s) => Ok(*s),
-        other => bail!("unexpected reply to status: {other:?}"),
-    }
-}
-
 pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
     in_state_dir("memory", |dir| {
         let config = dir.join("bench.toml");
@@ -72,7 +67,7 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
         // As soon as both workers exist, before the model is in.
         let started = std::time::Instant::now();
         let first = loop {
-            if let Ok(s) = status(dir) {
+            if let Ok(s) = status_now(dir) {
                 if s.workers.iter().all(|w| w.pid.is_some()) {
                     break s;
                 }
@@ -92,19 +87,23 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
                 &format!("Turn {turn}. Tell me one thing about the sea."),
             )?;
             if turn % every == 0 || turn == b.turns {
-                samples.push(sample("turns", turn, sup, &status(dir)?));
+                samples.push(sample("turns", turn, sup, &status_now(dir)?));
             }
         }
         match ctl::call(dir, &Request::ClearSession)? {
             Reply::Ok => {}
             other => bail!("unexpected reply to clear: {other:?}"),
         }
-        samples.push(sample("cleared", b.turns, sup, &status(dir)?));
+        samples.push(sample("cleared", b.turns, sup, &status_now(dir)?));
         for turn in 1..=10 {
             chat(dir, &format!("New session, turn {turn}."))?;
         }
-        samples.push(sample("cleared+10", b.turns + 10, sup, &status(dir)?));
-        let pids: Vec<u32> = status(dir)?.workers.iter().filter_map(|w| w.pid).collect();
+        samples.push(sample("cleared+10", b.turns + 10, sup, &status_now(dir)?));
+        let pids: Vec<u32> = status_now(dir)?
+            .workers
+            .iter()
+            .filter_map(|w| w.pid)
+            .collect();
         let shutdown = shut_down(dir, &mut up, &pids)?;
 
         let at = |label: &str| samples.iter().find(|s| s["at"] == label);
