@@ -19,8 +19,9 @@
 //! `mate bench all` (`all`): everything, as JSON, SVG plots and a Markdown summary.
 
 mod all;
-mod bridge;
+pub mod bridge;
 mod memory;
+mod plot;
 
 pub use all::{all, AllBench};
 pub use bridge::{bridge, BridgeBench};
@@ -43,7 +44,7 @@ use serde_json::json;
 
 use crate::{ctl, direct::DirectWorker};
 
-const PROMPT: &str =
+pub const PROMPT: &str =
     "Write a short story about a lighthouse keeper who finds a message in a bottle.";
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -73,14 +74,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn profile(n_ctx: u32, threads: u32) -> Profile {
+/// The `cpu` rung with `n_ctx` and `threads` (0: the worker's CPU rule).
+pub fn profile(n_ctx: u32, threads: u32) -> Profile {
     Profile {
         n_threads: threads,
         ..Profile::cpu(n_ctx)
     }
 }
 
-fn user(text: &str) -> ChatMessage {
+/// A user message.
+pub fn user(text: &str) -> ChatMessage {
     ChatMessage {
         role: ChatRole::User,
         text: text.into(),
@@ -88,18 +91,21 @@ fn user(text: &str) -> ChatMessage {
 }
 
 /// A worker in its own short-pathed temp dir.
-struct Spawned {
-    worker: DirectWorker,
+#[derive(Debug)]
+pub struct Spawned {
+    pub worker: DirectWorker,
     _dir: tempfile::TempDir,
 }
 
-fn spawn(exe: &Path) -> anyhow::Result<Spawned> {
+/// An LLM worker process of `exe`, as the supervisor starts one, driven from this process.
+pub fn spawn(exe: &Path) -> anyhow::Result<Spawned> {
     let dir = tempfile::Builder::new().prefix("mate-b").tempdir()?;
     let worker = DirectWorker::spawn(exe, WorkerKind::Llm, dir.path(), &dir.path().join("w.log"))?;
     Ok(Spawned { worker, _dir: dir })
 }
 
-fn load(
+/// Waits for the worker's hello, then loads `model` and waits for `Loaded`.
+pub fn load(
     w: &mut DirectWorker,
     model: &Path,
     profile: Profile,
@@ -121,14 +127,19 @@ fn load(
 
 /// One generation seen from the supervisor's side of the socket.
 #[derive(Debug, Clone, Serialize)]
-struct Observed {
-    ttft_ms: f64,
-    gen_tokens_per_s: f64,
-    generated_tokens: u32,
-    worker_reported_gen_tokens_per_s: f32,
+pub struct Observed {
+    pub ttft_ms: f64,
+    pub gen_tokens_per_s: f64,
+    pub generated_tokens: u32,
+    pub worker_reported_gen_tokens_per_s: f32,
+    /// Milliseconds between one chunk's arrival and the next (one token each, coalescing off).
+    /// Left out of the JSON of a run: reports carry the distribution.
+    #[serde(skip)]
+    pub token_gaps_ms: Vec<f64>,
 }
 
-fn generate(w: &mut DirectWorker, max_tokens: u32) -> anyhow::Result<Observed> {
+/// A greedy reply of at most `max_tokens` to the bench's prompt, timed on arrival.
+pub fn generate(w: &mut DirectWorker, max_tokens: u32) -> anyhow::Result<Observed> {
     let sent = Instant::now();
     w.send(&ToWorker::Generate {
         request_id: 1,
@@ -136,9 +147,15 @@ fn generate(w: &mut DirectWorker, max_tokens: u32) -> anyhow::Result<Observed> {
         sampling: Sampling::greedy(max_tokens),
     })?;
     let mut first = None;
+    let mut last: Option<Instant> = None;
+    let mut token_gaps_ms = Vec::new();
     let stats = w.recv_until(LIMIT, |m| match m {
         FromWorker::Chunk { .. } => {
-            first.get_or_insert_with(Instant::now);
+            let now = Instant::now();
+            first.get_or_insert(now);
+            if let Some(last) = last.replace(now) {
+                token_gaps_ms.push(ms(now - last));
+            }
             None
         }
         FromWorker::Done { stats, .. } => Some(Ok(stats)),
@@ -154,6 +171,7 @@ fn generate(w: &mut DirectWorker, max_tokens: u32) -> anyhow::Result<Observed> {
             / (done - first).as_secs_f64().max(1e-9),
         generated_tokens: stats.generated_tokens,
         worker_reported_gen_tokens_per_s: stats.gen_tokens_per_s,
+        token_gaps_ms,
     })
 }
 
@@ -251,6 +269,11 @@ pub fn llm(b: &LlmBench) -> anyhow::Result<serde_json::Value> {
             "warm_over_cold_ttft": warm_ttft / cold_ttft,
         },
         "restart": restart,
+        // (ms, percent) points of the gaps between tokens, all runs pooled.
+        "token_gap_distribution_ms": {
+            "in_process": plot::quantiles(&base.iter().flat_map(|r| r.token_gaps_ms.clone()).collect::<Vec<_>>()),
+            "worker": plot::quantiles(&warm.iter().flat_map(|o| o.token_gaps_ms.clone()).collect::<Vec<_>>()),
+        },
         "runs_detail": {
             "in_process": base,
             "worker_cold": cold,

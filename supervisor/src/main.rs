@@ -312,6 +312,10 @@ enum BenchCommand {
         /// Runs per measurement (restart kills scale with it: 20 at 3)
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Also write the key figures into this Markdown file (BENCHMARKS.md), between its
+        /// `<!-- mate bench all: begin … -->` and `<!-- mate bench all: end -->` lines
+        #[arg(long, value_name = "FILE")]
+        benchmarks: Option<PathBuf>,
     },
     /// Prompt and generation tok/s for each thread count. JSON on stdout.
     Threads {
@@ -1274,12 +1278,17 @@ fn bench(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        BenchCommand::All { out, runs } => {
+        BenchCommand::All {
+            out,
+            runs,
+            benchmarks,
+        } => {
             let report = mate::bench::all(&mate::bench::AllBench {
                 exe: exe.clone(),
                 model,
                 out,
                 runs: runs.max(1),
+                benchmarks,
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }

@@ -23,6 +23,10 @@ pub struct BaselineRun {
     /// Tokens after the first, over the time after the first: the steady decode rate, the
     /// same measure `mate bench llm` takes of the worker from its side of the socket.
     pub gen_tokens_per_s: f64,
+    /// Milliseconds between one sampled token and the next: the latency distribution of
+    /// streaming. Left out of the JSON of a run: reports carry the distribution.
+    #[serde(skip)]
+    pub token_gaps_ms: Vec<f64>,
     pub text: String,
 }
 
@@ -84,12 +88,18 @@ pub fn generate_greedy(
     let mut generated = 0;
     let mut ttft_ms = 0.0;
     let mut first_at = Instant::now();
+    let mut last_at = first_at;
+    let mut token_gaps_ms = Vec::with_capacity(max_tokens);
     while generated < max_tokens {
         let token = sampler.sample(&ctx, batch.n_tokens() - 1);
+        let now = Instant::now();
         if generated == 0 {
-            ttft_ms = request.elapsed().as_secs_f64() * 1e3;
-            first_at = Instant::now();
+            ttft_ms = (now - request).as_secs_f64() * 1e3;
+            first_at = now;
+        } else {
+            token_gaps_ms.push((now - last_at).as_secs_f64() * 1e3);
         }
+        last_at = now;
         if model.vocab().is_eog(token) {
             break;
         }
@@ -114,6 +124,7 @@ pub fn generate_greedy(
         prompt_tokens_per_s: tokens.len() as f64 / prompt_s.max(1e-9),
         generated_tokens: generated,
         gen_tokens_per_s: generated.saturating_sub(1) as f64 / gen_s.max(1e-9),
+        token_gaps_ms,
         text: String::from_utf8_lossy(&text).into_owned(),
     })
 }

@@ -120,14 +120,27 @@ fn run(opts: &Options) -> Result<(), mate_protocol::Error> {
     let (mate_p50, mate_p99) = (percentile_us(&mate_ns, 0.50), percentile_us(&mate_ns, 0.99));
     let (raw_p50, raw_p99) = (percentile_us(&raw_ns, 0.50), percentile_us(&raw_ns, 0.99));
     let (p50_ratio, p99_ratio) = (mate_p50 / raw_p50, mate_p99 / raw_p99);
+    // (µs, percent) at every half percentile: the distribution `mate bench all` draws.
+    let distribution = |ns: &[u64]| -> Vec<(f64, f64)> {
+        (0..=200u32)
+            .map(|i| (percentile_us(ns, f64::from(i) / 200.0), f64::from(i) / 2.0))
+            .collect()
+    };
     println!(
-        "{{\"mate_p50_us\":{mate_p50:.3},\"mate_p99_us\":{mate_p99:.3},\
-         \"raw_p50_us\":{raw_p50:.3},\"raw_p99_us\":{raw_p99:.3},\
-         \"p50_ratio\":{p50_ratio:.3},\"p99_ratio\":{p99_ratio:.3},\
-         \"iterations\":{},\"request_bytes\":{},\"reply_bytes\":{}}}",
-        opts.iterations,
-        request.len(),
-        reply.len(),
+        "{}",
+        serde_json::json!({
+            "mate_p50_us": mate_p50,
+            "mate_p99_us": mate_p99,
+            "raw_p50_us": raw_p50,
+            "raw_p99_us": raw_p99,
+            "p50_ratio": p50_ratio,
+            "p99_ratio": p99_ratio,
+            "iterations": opts.iterations,
+            "request_bytes": request.len(),
+            "reply_bytes": reply.len(),
+            "mate_distribution_us": distribution(&mate_ns),
+            "raw_distribution_us": distribution(&raw_ns),
+        })
     );
     eprintln!(
         "heartbeat round trip ({} + {} bytes, {} each): mate p50 {mate_p50:.2} µs, p99 \

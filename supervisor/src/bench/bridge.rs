@@ -26,7 +26,7 @@ use mate_worker_bridge::{
 };
 use serde_json::json;
 
-use super::median;
+use super::{median, plot::quantiles};
 
 /// Settings of `mate bench bridge`.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ impl Conn {
 }
 
 /// One write per command, each answered before the next: per-command round trips.
-fn single(address: &str, n: usize) -> anyhow::Result<(Vec<f64>, Duration)> {
+pub fn single(address: &str, n: usize) -> anyhow::Result<(Vec<f64>, Duration)> {
     let mut conn = Conn::open(address)?;
     let mut rtts = Vec::with_capacity(n);
     let start = Instant::now();
@@ -105,7 +105,7 @@ fn single(address: &str, n: usize) -> anyhow::Result<(Vec<f64>, Duration)> {
 }
 
 /// One write per command without waiting; a second thread reads the answers.
-fn pipelined(address: &str, n: usize) -> anyhow::Result<Duration> {
+pub fn pipelined(address: &str, n: usize) -> anyhow::Result<Duration> {
     let mut conn = Conn::open(address)?;
     let mut writer = conn.writer.try_clone()?;
     let start = Instant::now();
@@ -125,7 +125,8 @@ fn pipelined(address: &str, n: usize) -> anyhow::Result<Duration> {
 }
 
 /// Through the bridge's [`Outbox`]: `batch` commands per line, answers matched in order.
-fn batched(address: &str, n: usize, batch: usize) -> anyhow::Result<(Duration, u64)> {
+/// Returns the time taken and each line's round trip (write to answer), in µs.
+pub fn batched(address: &str, n: usize, batch: usize) -> anyhow::Result<(Duration, Vec<f64>)> {
     let mut conn = Conn::open(address)?;
     let mut outbox = Outbox::new(Timing {
         window: Duration::ZERO,
@@ -135,9 +136,9 @@ fn batched(address: &str, n: usize, batch: usize) -> anyhow::Result<(Duration, u
     });
     let start = Instant::now();
     let mut pushed = 0;
-    let mut lines = 0u64;
-    let mut answered = 0u64;
-    while answered < lines || pushed < n {
+    let mut written = std::collections::VecDeque::new();
+    let mut rtts = Vec::with_capacity(n / batch.max(1) + 1);
+    while !written.is_empty() || pushed < n {
         // A burst of `batch` commands at a time, as a reply's cues and animations come.
         if pushed < n {
             let now = Instant::now();
@@ -149,7 +150,7 @@ fn batched(address: &str, n: usize, batch: usize) -> anyhow::Result<(Duration, u
         let mut wrote = false;
         while let Some(line) = outbox.take_due(Instant::now()) {
             conn.writer.write_all(&line.to_line())?;
-            lines += 1;
+            written.push_back(Instant::now());
             wrote = true;
         }
         if !wrote || pushed == n {
@@ -157,10 +158,12 @@ fn batched(address: &str, n: usize, batch: usize) -> anyhow::Result<(Duration, u
             outbox
                 .on_reply(&reply, Instant::now())
                 .map_err(anyhow::Error::msg)?;
-            answered += 1;
+            if let Some(sent) = written.pop_front() {
+                rtts.push(sent.elapsed().as_secs_f64() * 1e6);
+            }
         }
     }
-    Ok((start.elapsed(), lines))
+    Ok((start.elapsed(), rtts))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -188,8 +191,14 @@ pub fn bridge(b: &BridgeBench) -> anyhow::Result<serde_json::Value> {
         }
     };
     let per_s = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
-    let (mut rtts, mut single_rate, mut pipe_rate, mut batch_rate, mut lines) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rtts, mut line_rtts, mut single_rate, mut pipe_rate, mut batch_rate, mut lines) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     // A warm-up round, not counted.
     single(&address, 100)?;
     batched(&address, 100, b.batch)?;
@@ -200,9 +209,11 @@ pub fn bridge(b: &BridgeBench) -> anyhow::Result<serde_json::Value> {
         pipe_rate.push(per_s(b.commands, pipelined(&address, b.commands)?));
         let (d, l) = batched(&address, b.commands, b.batch)?;
         batch_rate.push(per_s(b.commands, d));
-        lines.push(l as f64);
+        lines.push(l.len() as f64);
+        line_rtts.extend(l);
     }
     rtts.sort_by(f64::total_cmp);
+    line_rtts.sort_by(f64::total_cmp);
     let (single_rate, pipe_rate, batch_rate) =
         (median(single_rate), median(pipe_rate), median(batch_rate));
     let us = |rate: f64| 1e6 / rate;
@@ -219,6 +230,8 @@ pub fn bridge(b: &BridgeBench) -> anyhow::Result<serde_json::Value> {
             "max_us": rtts.last(),
             "commands_per_s": single_rate,
             "us_per_command": us(single_rate),
+            // (µs, percent) points of the round trips, all runs pooled.
+            "distribution_us": quantiles(&rtts),
         },
         "pipelined": {
             "commands_per_s": pipe_rate,
@@ -228,6 +241,10 @@ pub fn bridge(b: &BridgeBench) -> anyhow::Result<serde_json::Value> {
             "commands_per_s": batch_rate,
             "us_per_command": us(batch_rate),
             "lines_per_run": median(lines),
+            // Write of a line to its answer, with up to 32 lines in flight.
+            "line_p50_us": percentile(&line_rtts, 0.5),
+            "line_p99_us": percentile(&line_rtts, 0.99),
+            "line_distribution_us": quantiles(&line_rtts),
         },
         "ratios": {
             "batched_vs_single": batch_rate / single_rate,
