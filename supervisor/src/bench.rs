@@ -1649,7 +1649,7 @@ fn plot(path: &Path, rungs: &[RungSummary], downgrades: &[DowngradeSeries]) -> a
     let (metrics_area, downgrade_area) = root.split_vertically(620);
 
     type Metric = (&'static str, fn(&RungSummary) -> Option<f64>);
-    let metrics: [Metric; 4] = [
+    let metrics: [Metric; 6] = [
         ("generation tok/s (higher is better)", |r| {
             Some(r.gen_tokens_per_s)
         }),
@@ -1658,19 +1658,23 @@ fn plot(path: &Path, rungs: &[RungSummary], downgrades: &[DowngradeSeries]) -> a
         }),
         ("load ms (model + context)", |r| Some(r.load_ms)),
         ("LLM worker RSS, MiB", |r| r.rss_mib),
+        ("LLM VRAM, MiB (measured; GPU only)", |r| r.vram_mib),
+        ("LLM VRAM, MiB (the ladder's estimate)", |r| {
+            Some(r.estimated_vram_mib)
+        }),
     ];
     let names: Vec<&str> = rungs.iter().map(|r| r.profile.as_str()).collect();
     let last = names.len().saturating_sub(1);
     let label_style =
         TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
-    for (area, (title, value)) in metrics_area.split_evenly((2, 2)).iter().zip(metrics) {
+    for (area, (title, value)) in metrics_area.split_evenly((2, 3)).iter().zip(metrics) {
         let values: Vec<Option<f64>> = rungs
             .iter()
             .map(|r| value(r).filter(|v| v.is_finite()))
             .collect();
         let highest = values.iter().flatten().copied().fold(0.0, f64::max);
         let mut chart = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 20))
+            .caption(title, ("sans-serif", 17))
             .margin(12)
             .x_label_area_size(30)
             .y_label_area_size(56)
@@ -1978,6 +1982,10 @@ mod tests {
         }
         // Each bar's value is written on it (not a tick of the axis).
         assert!(texts.contains(&"31.5"));
+        assert!(
+            texts.contains(&"LLM VRAM, MiB (measured; GPU only)"),
+            "a VRAM panel, empty without a GPU"
+        );
     }
 
     #[test]

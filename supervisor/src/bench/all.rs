@@ -258,7 +258,7 @@ pub fn all(b: &AllBench) -> anyhow::Result<Value> {
                 curve(&bridge, &["single", "distribution_us"]),
             ),
             (
-                "batch line (16 commands; up to 32 lines in flight, so queueing included)",
+                "batch line of 16 (32 lines in flight: queueing included)",
                 curve(&bridge, &["batched", "line_distribution_us"]),
             ),
         ],
@@ -551,12 +551,24 @@ fn memory_table(md: &mut String, memory: &Value) {
     details(md, memory);
 }
 
-/// The whole result, folded away under its table.
+/// The whole result, folded away under its table; distributions are left to the JSON files
+/// and their plots.
 fn details(md: &mut String, value: &Value) {
+    fn drop_distributions(v: &Value) -> Value {
+        match v {
+            Value::Object(map) => map
+                .iter()
+                .filter(|(key, _)| !key.contains("distribution"))
+                .map(|(key, v)| (key.clone(), drop_distributions(v)))
+                .collect(),
+            Value::Array(items) => items.iter().map(drop_distributions).collect(),
+            other => other.clone(),
+        }
+    }
     let _ = writeln!(
         md,
         "\n<details><summary>all figures</summary>\n\n```json\n{}\n```\n\n</details>\n",
-        serde_json::to_string_pretty(value).unwrap_or_default()
+        serde_json::to_string_pretty(&drop_distributions(value)).unwrap_or_default()
     );
 }
 
@@ -756,6 +768,10 @@ mod tests {
         assert!(md.contains("Batched vs single: 12.5×."));
         assert!(md.contains("Skipped: ipc-latency not found."));
         assert!(md.contains("| llm | 379.0 → 441.0: +62.0 (64) | +0.4 (4) |"));
+        assert!(
+            !md.contains("token_gap_distribution_ms"),
+            "distributions are plotted, not printed"
+        );
     }
 
     #[test]
