@@ -7,7 +7,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::bail;
-use mate_protocol::{Reply, Request, StatusReport, WorkerKind};
+use mate_protocol::{Profile, Reply, Request, StatusReport, WorkerKind};
 use serde_json::{json, Value};
 
 use super::{
@@ -25,12 +25,33 @@ pub struct MemoryBench {
     pub out: Option<PathBuf>,
 }
 
-/// Growth from load to the last turn that counts as a leak, per process, in MiB. The LLM
-/// worker's is larger because llama.cpp reserves its compute buffer at load but touches it only
-/// as batches and the context grow: without flash attention (the `cpu` rung), the first full
-/// batch of 512 tokens over a full 4096-token context writes its attention scores, 512 × 4096
-/// × 4 heads × 4 bytes = 32 MiB for the default model, and their softmax as much again.
-const BOUNDS_MIB: [(&str, f64); 3] = [("supervisor", 16.0), ("llm", 64.0), ("bridge", 8.0)];
+/// Growth from load to the last turn that counts as a leak, in MiB, for the supervisor and the
+/// bridge. The LLM worker's comes from [`llm_bound_mib`].
+const BOUNDS_MIB: [(&str, f64); 2] = [("supervisor", 16.0), ("bridge", 8.0)];
+
+/// The LLM worker's bound, and why. llama.cpp reserves its compute buffer at load but touches
+/// it only as batches and the context grow. Once the conversation fills the context, trimmed
+/// prompts are decoded again in full batches, and without flash attention each writes its
+/// attention scores over the whole context (n_ubatch × n_ctx × heads × 4 bytes) and their
+/// softmax as much again: 64 MiB for the default model on the `cpu` rung. With flash attention
+/// the scores are never all in memory, so this stays an upper bound. Not less than 16 MiB.
+fn llm_bound_mib(profile: Option<&Profile>, n_head: Option<u32>) -> (f64, String) {
+    let (Some(p), Some(n_head)) = (profile, n_head) else {
+        return (
+            64.0,
+            "the default model's figure (profile or model header unreadable)".into(),
+        );
+    };
+    let scores = 2.0 * f64::from(p.n_ubatch) * f64::from(p.n_ctx) * f64::from(n_head) * 4.0;
+    let mib = (scores / f64::from(1u32 << 20)).max(16.0);
+    let why = format!(
+        "attention scores and their softmax of one full batch over the whole context: 2 × {} \
+         × {} × {n_head} heads × 4 B",
+        p.n_ubatch, p.n_ctx
+    );
+    (mib, why)
+}
+
 /// Growth over the second half of the turns, when every buffer has had its largest use: a
 /// leak, however slow, shows here.
 const SECOND_HALF_BOUNDS_MIB: [(&str, f64); 3] =
@@ -120,6 +141,15 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
         let middle = samples
             .iter()
             .find(|s| s["at"] == "turns" && s["turn"].as_u64().unwrap_or(0) * 2 >= b.turns as u64);
+        // The profile the LLM worker runs and the model's heads give its bound.
+        let profile = loaded
+            .ladder
+            .iter()
+            .find(|r| r.profile.name == loaded.profile)
+            .map(|r| &r.profile);
+        let n_head = crate::gguf::read(&b.model).ok().map(|f| f.n_head);
+        let (llm_bound, llm_bound_why) = llm_bound_mib(profile, n_head);
+        let bounds = [BOUNDS_MIB[0], ("llm", llm_bound), BOUNDS_MIB[1]];
         let growth = |from: Option<&Value>, bounds: &[(&str, f64)]| -> Vec<Value> {
             bounds
                 .iter()
@@ -140,7 +170,7 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
                 .collect()
         };
         let second_half = growth(middle, &SECOND_HALF_BOUNDS_MIB);
-        let growth = growth(at("loaded"), &BOUNDS_MIB);
+        let growth = growth(at("loaded"), &bounds);
         let report = json!({
             "model": b.model,
             "turns": b.turns,
@@ -148,6 +178,7 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
             "samples": samples,
             "growth_over_turns": growth,
             "growth_over_second_half": second_half,
+            "llm_bound": llm_bound_why,
             "shutdown": shutdown,
         });
         if let Some(out) = &b.out {
@@ -173,4 +204,21 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
         }
         Ok(report)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_llm_bound_is_one_full_batch_of_attention_scores_twice() {
+        // The default model (4 heads) on the default `cpu` rung: 64 MiB.
+        let (mib, why) = llm_bound_mib(Some(&Profile::cpu(4096)), Some(4));
+        assert_eq!(mib, 64.0);
+        assert!(why.contains("2 × 512 × 4096 × 4 heads"), "{why}");
+        // A larger model and context need more; a tiny one still gets 16 MiB of slack.
+        assert_eq!(llm_bound_mib(Some(&Profile::cpu(8192)), Some(32)).0, 1024.0);
+        assert_eq!(llm_bound_mib(Some(&Profile::cpu(256)), Some(2)).0, 16.0);
+        assert_eq!(llm_bound_mib(None, Some(4)).0, 64.0);
+    }
 }
