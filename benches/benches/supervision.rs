@@ -53,33 +53,24 @@ fn token_streaming(c: &mut Criterion) {
     };
     bench::load(&mut worker.worker, &model_path, profile.clone(), options).expect("load");
 
+    let mut in_process = || {
+        session
+            .generate(
+                &messages,
+                &Sampling::greedy(TOKENS),
+                &fallback,
+                Coalesce::OFF,
+                &mut Quiet,
+            )
+            .expect("generate in-process")
+    };
     // The same reply both ways, or the comparison means nothing.
-    let here = session
-        .generate(
-            &messages,
-            &Sampling::greedy(TOKENS),
-            &fallback,
-            Coalesce::OFF,
-            &mut Quiet,
-        )
-        .expect("generate in-process");
+    let here = in_process();
     let there = bench::generate(&mut worker.worker, TOKENS).expect("generate in the worker");
     assert_eq!(here.generated_tokens, there.generated_tokens);
 
     let mut group = c.benchmark_group(format!("token_streaming_{TOKENS}_tokens"));
-    group.bench_function("in_process", |b| {
-        b.iter(|| {
-            session
-                .generate(
-                    &messages,
-                    &Sampling::greedy(TOKENS),
-                    &fallback,
-                    Coalesce::OFF,
-                    &mut Quiet,
-                )
-                .expect("generate in-process")
-        })
-    });
+    group.bench_function("in_process", |b| b.iter(&mut in_process));
     group.bench_function("worker", |b| {
         b.iter(|| bench::generate(&mut worker.worker, TOKENS).expect("generate in the worker"))
     });

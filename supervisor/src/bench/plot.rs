@@ -4,9 +4,27 @@
 
 use std::path::Path;
 
-use plotters::prelude::*;
+use plotters::{coord::types::RangedCoordf64, prelude::*};
 
 const COLOURS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, RGBColor(230, 140, 0)];
+
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws the legend at `position` and writes the file.
+fn finish<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.85))
+        .label_font(("sans-serif", 15))
+        .draw()?;
+    chart.plotting_area().present()?;
+    Ok(())
+}
 
 /// A line chart of `series` (name, points).
 pub fn line_svg(
@@ -45,13 +63,7 @@ pub fn line_svg(
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, colour.filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// The latency at every half percentile of `samples` (any order): (latency, percent) points
@@ -142,15 +154,7 @@ pub fn cdf_svg(
             ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .label_font(("sans-serif", 15))
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 /// A timeline per row (e.g. one restart): each row is split into `phases`, given as (start,
@@ -205,15 +209,7 @@ pub fn timeline_svg(
             .label(*phase)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .label_font(("sans-serif", 14))
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 #[cfg(test)]
