@@ -74,11 +74,16 @@ impl UnityCommand {
 
     /// The line to write, newline included.
     pub fn to_line(&self) -> Vec<u8> {
-        // Serializing plain strings, numbers and bools into a Vec cannot fail.
-        let mut line = serde_json::to_vec(self).unwrap_or_default();
-        line.push(b'\n');
-        line
+        json_line(self)
     }
+}
+
+/// `value` as one JSON line, newline included.
+fn json_line(value: &impl Serialize) -> Vec<u8> {
+    // Serializing plain strings, numbers and bools into a Vec cannot fail.
+    let mut line = serde_json::to_vec(value).unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 impl From<&AvatarCommand> for UnityCommand {
@@ -170,10 +175,9 @@ impl UnityReply {
         }
     }
 
+    /// The line to write, newline included.
     pub fn to_line(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).unwrap_or_default();
-        line.push(b'\n');
-        line
+        json_line(self)
     }
 }
 

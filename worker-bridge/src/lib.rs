@@ -46,19 +46,17 @@ pub fn run(args: &Args) -> Result<(), Error> {
         bridge: shared.lock().ok().map(|s| Box::new(s.clone())),
         ..meter.vitals()
     };
-    // Nothing to do until the supervisor says where Unity is (it does so at once).
-    let mut early = Vec::new();
-    let (options, mut avatar) = loop {
+    // Nothing to do until the supervisor says where Unity is. It does so as soon as this worker
+    // is ready, before any avatar command, which it sends only to a ready bridge.
+    let (options, avatar) = loop {
         match link.recv(&mut vitals) {
             Ok(Next::Message(ToWorker::Unity { options, avatar })) => break (options, avatar),
-            Ok(Next::Message(ToWorker::Avatar(cmd))) => early.push(cmd),
             Ok(Next::Message(other)) => debug!(?other, "not for the bridge; ignored"),
             Ok(Next::Shutdown { .. }) => return Ok(()),
             Err(e) if e.is_disconnect() => return Ok(()),
             Err(e) => return Err(e),
         }
     };
-    avatar.append(&mut early);
     let (tx, rx) = mpsc::sync_channel(INPUTS);
     let unity = {
         let (tx, sender, shared) = (tx.clone(), link.sender(), Arc::clone(&shared));

@@ -98,6 +98,8 @@ pub struct Outbox {
     progress: Option<Instant>,
     /// Commands sent per instant, for the rate.
     recent: VecDeque<(Instant, usize)>,
+    /// The commands in `recent`, summed.
+    recent_total: usize,
     counters: BridgeStatus,
 }
 
@@ -118,6 +120,7 @@ impl Outbox {
             accepted: Vec::new(),
             progress: None,
             recent: VecDeque::new(),
+            recent_total: 0,
             counters: BridgeStatus::default(),
         }
     }
@@ -172,6 +175,7 @@ impl Outbox {
         self.counters.sent += n as u64;
         self.counters.lines += 1;
         self.recent.push_back((now, n));
+        self.recent_total += n;
         self.inflight.push_back(Sent {
             name: line.name(),
             commands,
@@ -250,25 +254,34 @@ impl Outbox {
         self.counters.malformed += 1;
     }
 
+    /// When `sent` is overdue: `ack_timeout` after both its sending and the last answer.
+    fn ack_due(&self, sent: &Sent) -> Instant {
+        self.progress.map_or(sent.at, |p| p.max(sent.at)) + self.timing.ack_timeout
+    }
+
+    /// When a ghost is forgotten (its late answer no longer expected).
+    fn forget_at(&self, sent: &Sent) -> Instant {
+        sent.at + self.timing.ack_timeout * GHOST_TIMEOUTS
+    }
+
     /// Turns the lines whose answer is overdue into ghosts; returns their names.
     pub fn expire(&mut self, now: Instant) -> Vec<&'static str> {
-        let timeout = self.timing.ack_timeout;
-        let progress = self.progress;
-        let mut late = Vec::new();
-        for sent in self.inflight.iter_mut().filter(|s| !s.ghost) {
-            let since = progress.map_or(sent.at, |p| p.max(sent.at));
-            if now.duration_since(since) < timeout {
-                break;
-            }
+        let overdue = self
+            .inflight
+            .iter()
+            .filter(|s| !s.ghost)
+            .take_while(|s| self.ack_due(s) <= now)
+            .count();
+        let mut late = Vec::with_capacity(overdue);
+        for sent in self.inflight.iter_mut().filter(|s| !s.ghost).take(overdue) {
             sent.ghost = true;
             late.push(sent.name);
-            self.counters.timeouts += 1;
         }
-        let forget = timeout * GHOST_TIMEOUTS;
+        self.counters.timeouts += overdue as u64;
         while self
             .inflight
             .front()
-            .is_some_and(|s| s.ghost && now.duration_since(s.at) >= forget)
+            .is_some_and(|s| s.ghost && self.forget_at(s) <= now)
         {
             self.inflight.pop_front();
         }
@@ -331,29 +344,33 @@ impl Outbox {
             .inflight
             .iter()
             .find(|s| !s.ghost)
-            .map(|s| self.progress.map_or(s.at, |p| p.max(s.at)) + self.timing.ack_timeout);
+            .map(|s| self.ack_due(s));
         let forget = self
             .inflight
             .front()
             .filter(|s| s.ghost)
-            .map(|s| s.at + self.timing.ack_timeout * GHOST_TIMEOUTS);
+            .map(|s| self.forget_at(s));
         [flush, ack, forget].into_iter().flatten().min()
+    }
+
+    /// Commands waiting to be sent.
+    pub fn queue_depth(&self) -> usize {
+        self.unsent.len()
     }
 
     /// Fills in the queue and ack figures and counters of `status`.
     pub fn report(&mut self, status: &mut BridgeStatus, now: Instant) {
-        while self
-            .recent
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW)
-        {
+        while let Some(&(at, n)) = self.recent.front() {
+            if now.duration_since(at) <= RATE_WINDOW {
+                break;
+            }
             self.recent.pop_front();
+            self.recent_total -= n;
         }
         let c = &self.counters;
         status.queue_depth = self.unsent.len() as u32;
         status.acks_pending = self.live() as u32;
-        status.commands_per_s =
-            self.recent.iter().map(|(_, n)| *n).sum::<usize>() as f32 / RATE_WINDOW.as_secs_f32();
+        status.commands_per_s = self.recent_total as f32 / RATE_WINDOW.as_secs_f32();
         status.sent = c.sent;
         status.lines = c.lines;
         status.acked = c.acked;

@@ -77,8 +77,8 @@ impl Sim {
         say(
             &out,
             opts.json,
-            json!({"event": "listening", "address": address.to_string()}),
-            format!("unity-sim listening on {address} (the avatar's actions follow)"),
+            || json!({"event": "listening", "address": address.to_string()}),
+            || format!("unity-sim listening on {address} (the avatar's actions follow)"),
         );
         std::thread::Builder::new()
             .name("unity-sim".into())
@@ -100,8 +100,8 @@ fn accept(listener: &TcpListener, opts: &SimOptions, out: &Output) {
                 say(
                     out,
                     opts.json,
-                    json!({"event": "error", "message": e.to_string()}),
-                    format!("accept failed: {e}"),
+                    || json!({"event": "error", "message": e.to_string()}),
+                    || format!("accept failed: {e}"),
                 );
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
@@ -122,8 +122,8 @@ fn serve(stream: TcpStream, opts: &SimOptions, out: &Output, lines: &AtomicU64) 
     say(
         out,
         opts.json,
-        json!({"event": "connected", "peer": peer}),
-        format!("bridge connected from {peer}"),
+        || json!({"event": "connected", "peer": peer}),
+        || format!("bridge connected from {peer}"),
     );
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
@@ -140,8 +140,8 @@ fn serve(stream: TcpStream, opts: &SimOptions, out: &Output, lines: &AtomicU64) 
                     say(
                         out,
                         opts.json,
-                        json!({"event": "line", "line": &cmd}),
-                        describe(&cmd),
+                        || json!({"event": "line", "line": &cmd}),
+                        || format!("avatar: {}", describe(&cmd)),
                     );
                     carry_out(&cmd)
                 }
@@ -149,8 +149,8 @@ fn serve(stream: TcpStream, opts: &SimOptions, out: &Output, lines: &AtomicU64) 
                     say(
                         out,
                         opts.json,
-                        json!({"event": "error", "message": &e}),
-                        format!("bad line: {e}"),
+                        || json!({"event": "error", "message": &e}),
+                        || format!("bad line: {e}"),
                     );
                     UnityReply::error("unknown", e)
                 }
@@ -201,8 +201,8 @@ fn serve(stream: TcpStream, opts: &SimOptions, out: &Output, lines: &AtomicU64) 
     say(
         out,
         opts.json,
-        json!({"event": "disconnected", "peer": peer, "why": why}),
-        format!("bridge at {peer} gone: {why}"),
+        || json!({"event": "disconnected", "peer": peer, "why": why}),
+        || format!("bridge at {peer} gone: {why}"),
     );
 }
 
@@ -257,17 +257,15 @@ fn check(cmd: &UnityCommand) -> Result<(), String> {
     }
 }
 
+/// What a line does to the avatar, in words.
 fn describe(cmd: &UnityCommand) -> String {
     match (cmd, AvatarCommand::try_from(cmd)) {
         (UnityCommand::Batch { commands, .. }, _) => {
-            let each: Vec<String> = commands
-                .iter()
-                .map(|c| describe(c).trim_start_matches("avatar: ").to_string())
-                .collect();
-            format!("avatar: batch of {}: {}", commands.len(), each.join("; "))
+            let each: Vec<String> = commands.iter().map(describe).collect();
+            format!("batch of {}: {}", commands.len(), each.join("; "))
         }
-        (_, Ok(one)) => format!("avatar: {one}"),
-        (_, Err(())) => format!("avatar: {}", cmd.name()),
+        (_, Ok(one)) => one.to_string(),
+        (_, Err(())) => cmd.name().to_string(),
     }
 }
 
@@ -275,17 +273,23 @@ fn fault(out: &Output, json: bool, what: String) {
     say(
         out,
         json,
-        json!({"event": "fault", "what": &what}),
-        format!("fault: {what}"),
+        || json!({"event": "fault", "what": &what}),
+        || format!("fault: {what}"),
     );
 }
 
-fn say(out: &Output, json: bool, event: serde_json::Value, text: String) {
+/// Writes one event, as JSON or as text; only the form written is built.
+fn say(
+    out: &Output,
+    json: bool,
+    event: impl FnOnce() -> serde_json::Value,
+    text: impl FnOnce() -> String,
+) {
     let Ok(mut out) = out.lock() else { return };
     let _ = if json {
-        writeln!(out, "{event}")
+        writeln!(out, "{}", event())
     } else {
-        writeln!(out, "{text}")
+        writeln!(out, "{}", text())
     };
     let _ = out.flush();
 }

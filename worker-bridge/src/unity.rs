@@ -308,8 +308,7 @@ impl Bridge {
         self.outbox.disconnected();
         let now = Instant::now();
         self.schedule_retry(now);
-        let mut status = BridgeStatus::default();
-        self.outbox.report(&mut status, now);
+        let queued = self.outbox.queue_depth();
         let address = &self.opts.address;
         warn!(address, why, "lost Unity");
         if !self.quiet {
@@ -321,8 +320,7 @@ impl Bridge {
             self.notice(
                 Level::Warn,
                 format!(
-                    "lost Unity at {address}: {why}; reconnecting ({} commands queued){unanswered}",
-                    status.queue_depth
+                    "lost Unity at {address}: {why}; reconnecting ({queued} commands queued){unanswered}"
                 ),
             );
         }
@@ -353,14 +351,11 @@ impl Bridge {
         let _ = self.link.send(&FromWorker::Notice { level, message });
     }
 
-    /// Shares the status with heartbeats, and sends it when something a user watches changed
-    /// (and once a second when only counters did).
+    /// Sends the status when something a user watches changed (and once a second when only
+    /// counters did), and shares what it sent with heartbeats.
     fn publish(&mut self) {
         let now = Instant::now();
         self.outbox.report(&mut self.status, now);
-        if let Ok(mut shared) = self.shared.lock() {
-            shared.clone_from(&self.status);
-        }
         let (s, last) = (&self.status, &self.sent_status);
         // Whether anything waits is visible too; how much is a counter.
         let idle = |s: &BridgeStatus| s.queue_depth == 0 && s.acks_pending == 0;
@@ -378,6 +373,9 @@ impl Bridge {
                 .link
                 .send(&FromWorker::BridgeStatus(Box::new(self.status.clone())));
             self.sent_status = self.status.clone();
+            if let Ok(mut shared) = self.shared.lock() {
+                shared.clone_from(&self.status);
+            }
         }
         if due {
             self.status_due = now + STATUS_EVERY;
