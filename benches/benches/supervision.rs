@@ -106,9 +106,8 @@ fn unity_wire(c: &mut Criterion) {
 fn restart(c: &mut Criterion) {
     let exe = mate_tests::mate_bin().to_path_buf();
     let model = model();
-    // The context the supervisor's `cpu` rung gives this model: 4096, or less if it was
-    // trained on less.
-    let n_ctx = mate::gguf::read(&model).map_or(4096, |f| f.n_ctx_train.clamp(1, 4096));
+    // The context the supervisor's `cpu` rung gives this model.
+    let n_ctx = mate::ladder::base_ctx(mate::gguf::read(&model).ok().as_ref());
     let mut group = c.benchmark_group("restart_to_loaded");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(70));

@@ -26,6 +26,7 @@ mod plot;
 pub use all::{all, AllBench};
 pub use bridge::{bridge, BridgeBench};
 pub use memory::{memory, MemoryBench};
+pub use plot::quantiles;
 
 use std::{
     path::{Path, PathBuf},
@@ -828,14 +829,22 @@ fn follow_restart(
     }
 }
 
+/// The nearest-rank percentile `p` (0..=1) of `sorted`; NaN (null in JSON) when empty.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
 /// Median, p90 (nearest rank), min and max.
 fn spread(v: &[f64]) -> serde_json::Value {
     let mut sorted = v.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let rank = (sorted.len() as f64 * 0.9).ceil() as usize;
     json!({
         "median": median(sorted.clone()),
-        "p90": sorted.get(rank.saturating_sub(1)),
+        "p90": percentile(&sorted, 0.9),
         "min": sorted.first(),
         "max": sorted.last(),
     })

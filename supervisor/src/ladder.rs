@@ -230,7 +230,8 @@ fn apply(p: &mut Profile, o: &ProfileOverride) {
     p.n_ubatch = p.n_ubatch.clamp(1, p.n_batch);
 }
 
-fn base_ctx(facts: Option<&ModelFacts>) -> u32 {
+/// The context of the `cpu` rung: the default, or less for a model trained on less.
+pub fn base_ctx(facts: Option<&ModelFacts>) -> u32 {
     match facts.map(|f| f.n_ctx_train) {
         Some(train) if train > 0 => DEFAULT_N_CTX.min(train),
         _ => DEFAULT_N_CTX,

@@ -160,35 +160,30 @@ impl StateDir {
         }
     }
 
-    /// Waits until both workers run (the LLM with its model loaded).
-    pub fn wait_running(&self, limit: Duration) {
+    /// Waits until both workers run (the LLM with its model loaded); returns that status.
+    pub fn wait_running(&self, limit: Duration) -> serde_json::Value {
+        let mut found = serde_json::Value::Null;
         wait_until(limit, "both workers running", || {
-            self.status().is_some_and(|s| {
-                s["workers"]
-                    .as_array()
-                    .is_some_and(|w| w.len() == 2 && w.iter().all(|w| w["state"] == "Running"))
-            })
+            let Some(s) = self.status() else { return false };
+            let running = s["workers"]
+                .as_array()
+                .is_some_and(|w| w.len() == 2 && w.iter().all(|w| w["state"] == "Running"));
+            if running {
+                found = s;
+            }
+            running
         });
+        found
     }
 
     /// One worker's entry of `mate ctl status --json` (`"llm"` or `"bridge"`).
     pub fn worker(&self, kind: &str) -> Option<serde_json::Value> {
-        let kind = if kind == "llm" { "Llm" } else { "Bridge" };
-        let status = self.status()?;
-        status["workers"]
-            .as_array()?
-            .iter()
-            .find(|w| w["kind"] == kind)
-            .cloned()
+        worker_in(&self.status()?, kind).cloned()
     }
 
     /// The pid of a running worker.
     pub fn worker_pid(&self, kind: &str) -> Option<u32> {
-        let w = self.worker(kind)?;
-        (w["state"] == "Running")
-            .then(|| w["pid"].as_u64())
-            .flatten()
-            .map(|p| p as u32)
+        running_pid(&self.worker(kind)?)
     }
 
     /// `mate ctl events --json`, parsed.
@@ -229,6 +224,23 @@ impl Default for StateDir {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// One worker's entry (`"llm"` or `"bridge"`) in a parsed `mate ctl status --json`.
+pub fn worker_in<'a>(status: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
+    let kind = if kind == "llm" { "Llm" } else { "Bridge" };
+    status["workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["kind"] == kind)
+}
+
+/// The pid of a worker entry, if it is running.
+pub fn running_pid(worker: &serde_json::Value) -> Option<u32> {
+    (worker["state"] == "Running")
+        .then(|| worker["pid"].as_u64())
+        .flatten()
+        .map(|p| p as u32)
 }
 
 /// A running `mate up`; killed if the test ends without stopping it.
@@ -390,6 +402,14 @@ impl UnitySim {
             panic!("unity-sim printed a line that is not JSON: {bad}");
         }
         events
+    }
+
+    /// How many times a bridge connected.
+    pub fn connections(&self) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "connected")
+            .count()
     }
 
     /// The command lines it read, as JSON (`{"command": …, "data": …}`).

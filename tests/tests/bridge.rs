@@ -50,13 +50,6 @@ fn received(sim: &UnitySim) -> Vec<String> {
     sim.lines().iter().flat_map(unity_commands).collect()
 }
 
-fn connections(sim: &UnitySim) -> usize {
-    sim.events()
-        .iter()
-        .filter(|e| e["event"] == "connected")
-        .count()
-}
-
 #[test]
 fn unity_absent_at_start_is_waited_for_and_gets_the_state_when_it_comes() {
     let state = StateDir::new();
@@ -193,7 +186,7 @@ fn the_bridge_worker_killed_comes_back_and_restores_the_avatar() {
     wait_bridge(&state, "acked", |b| b["acked"] == 3);
     let pid = state.worker_pid("bridge").expect("bridge pid");
     signal(pid, "KILL");
-    sim.wait_for(LIMIT, "a second connection", |_| connections(&sim) == 2);
+    sim.wait_for(LIMIT, "a second connection", |_| sim.connections() == 2);
     // What the new bridge sent: the blink it is configured with, then the supervisor's
     // state, which wins.
     let since_reconnect = || -> Vec<String> {
@@ -237,7 +230,7 @@ fn unanswered_lines_time_out_and_are_counted_without_dropping_the_connection() {
     );
     assert_eq!(b["connected"], true);
     assert_eq!(b["acked"], 0);
-    assert_eq!(connections(&sim), 1);
+    assert_eq!(sim.connections(), 1);
 }
 
 #[test]

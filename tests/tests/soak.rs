@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mate_tests::{process_alive, signal, wait_until, StateDir, UnitySim};
+use mate_tests::{process_alive, running_pid, signal, wait_until, worker_in, StateDir, UnitySim};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -47,16 +47,14 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A worker's restart count in a parsed status.
+fn restarts(status: &serde_json::Value, kind: &str) -> Option<u64> {
+    worker_in(status, kind)?["restarts"].as_u64()
+}
+
 /// Connections the Unity peers saw, all of them together.
 fn total_connections(sims: &[UnitySim]) -> usize {
-    sims.iter()
-        .map(|s| {
-            s.events()
-                .iter()
-                .filter(|e| e["event"] == "connected")
-                .count()
-        })
-        .sum()
+    sims.iter().map(UnitySim::connections).sum()
 }
 
 #[derive(Debug, Default)]
@@ -99,10 +97,11 @@ fn turns_survive_random_faults_and_the_session_stays_whole() {
     let mut pids = BTreeSet::new();
     let (mut answered, mut failed) = (0u64, Vec::new());
     for turn in 1..=turns {
-        state.wait_running(LIMIT);
+        let status = state.wait_running(LIMIT);
+        let pid = |kind| worker_in(&status, kind).and_then(running_pid);
         let (llm, bridge) = (
-            state.worker_pid("llm").expect("llm pid"),
-            state.worker_pid("bridge").expect("bridge pid"),
+            pid("llm").expect("llm pid"),
+            pid("bridge").expect("bridge pid"),
         );
         pids.extend([llm, bridge]);
         let chat = state
@@ -146,8 +145,9 @@ fn turns_survive_random_faults_and_the_session_stays_whole() {
             u64::from(faults.bridge_kill),
         );
         wait_until(LIMIT, "the fault's restart", || {
-            let count = |kind: &str| state.worker(kind).and_then(|w| w["restarts"].as_u64());
-            count("llm") == Some(want_llm) && count("bridge") == Some(want_bridge)
+            state.status().is_some_and(|s| {
+                restarts(&s, "llm") == Some(want_llm) && restarts(&s, "bridge") == Some(want_bridge)
+            })
         });
         let connections = 1 + faults.unity_restart + faults.bridge_kill;
         wait_until(LIMIT, "the bridge connected to the current peer", || {
@@ -166,17 +166,16 @@ fn turns_survive_random_faults_and_the_session_stays_whole() {
             failed.push(format!("turn {turn}: {why}"));
         }
     }
-    state.wait_running(LIMIT);
-    pids.extend(["llm", "bridge"].iter().filter_map(|k| state.worker_pid(k)));
+    let status = state.wait_running(LIMIT);
+    pids.extend(
+        ["llm", "bridge"]
+            .iter()
+            .filter_map(|k| worker_in(&status, k).and_then(running_pid)),
+    );
 
     // Restarts: exactly one per injected worker fault.
-    let restarts = |kind: &str| {
-        state
-            .worker(kind)
-            .and_then(|w| w["restarts"].as_u64())
-            .unwrap_or(u64::MAX)
-    };
-    let (llm_restarts, bridge_restarts) = (restarts("llm"), restarts("bridge"));
+    let count = |kind| restarts(&status, kind).unwrap_or(u64::MAX);
+    let (llm_restarts, bridge_restarts) = (count("llm"), count("bridge"));
     assert_eq!(
         llm_restarts,
         u64::from(faults.llm_kill + faults.llm_hang),

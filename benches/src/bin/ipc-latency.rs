@@ -121,10 +121,8 @@ fn run(opts: &Options) -> Result<(), mate_protocol::Error> {
     let (raw_p50, raw_p99) = (percentile_us(&raw_ns, 0.50), percentile_us(&raw_ns, 0.99));
     let (p50_ratio, p99_ratio) = (mate_p50 / raw_p50, mate_p99 / raw_p99);
     // (µs, percent) at every half percentile: the distribution `mate bench all` draws.
-    let distribution = |ns: &[u64]| -> Vec<(f64, f64)> {
-        (0..=200u32)
-            .map(|i| (percentile_us(ns, f64::from(i) / 200.0), f64::from(i) / 2.0))
-            .collect()
+    let distribution = |ns: &[u64]| {
+        mate::bench::quantiles(&ns.iter().map(|&n| n as f64 / 1_000.0).collect::<Vec<_>>())
     };
     println!(
         "{}",

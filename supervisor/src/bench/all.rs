@@ -52,6 +52,21 @@ fn write_json(dir: &Path, name: &str, value: &Value) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// The distributions stored in `report` at each series' path, drawn by [`cdf_svg`].
+fn distributions_svg(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    report: &Value,
+    series: &[(&str, &[&str])],
+) -> anyhow::Result<()> {
+    let curves: Vec<_> = series
+        .iter()
+        .map(|(name, at)| (*name, curve(report, at)))
+        .collect();
+    cdf_svg(path, title, x_label, &curves)
+}
+
 /// The (x, percent) points of a distribution stored by [`super::plot::quantiles`].
 fn curve(v: &Value, path: &[&str]) -> Vec<(f64, f64)> {
     let points = path.iter().try_fold(v, |v, key| v.get(key));
@@ -142,18 +157,16 @@ pub fn all(b: &AllBench) -> anyhow::Result<Value> {
         conversation_tokens: 1500,
     })?;
     write_json(out, "llm", &llm)?;
-    cdf_svg(
+    distributions_svg(
         &out.join("tokens.svg"),
         "time between streamed tokens, ms: llama.cpp in-process vs through the LLM worker",
         "ms between one token and the next",
+        &llm,
         &[
-            (
-                "in-process",
-                curve(&llm, &["token_gap_distribution_ms", "in_process"]),
-            ),
+            ("in-process", &["token_gap_distribution_ms", "in_process"]),
             (
                 "worker, seen by the supervisor",
-                curve(&llm, &["token_gap_distribution_ms", "worker"]),
+                &["token_gap_distribution_ms", "worker"],
             ),
         ],
     )?;
@@ -161,13 +174,14 @@ pub fn all(b: &AllBench) -> anyhow::Result<Value> {
     eprintln!("mate bench all: ipc");
     let ipc = ipc_latency(&b.exe)?;
     write_json(out, "ipc", &ipc)?;
-    cdf_svg(
+    distributions_svg(
         &out.join("ipc.svg"),
         "heartbeat round trip, µs: mate's framed local socket vs the same bytes on a bare socket",
         "µs",
+        &ipc,
         &[
-            ("mate", curve(&ipc, &["mate_distribution_us"])),
-            ("bare UnixStream", curve(&ipc, &["raw_distribution_us"])),
+            ("mate", &["mate_distribution_us"]),
+            ("bare UnixStream", &["raw_distribution_us"]),
         ],
     )?;
 
@@ -248,18 +262,16 @@ pub fn all(b: &AllBench) -> anyhow::Result<Value> {
                 .collect(),
         )],
     )?;
-    cdf_svg(
+    distributions_svg(
         &out.join("bridge-latency.svg"),
         "Unity wire round trips, µs: one command on an idle wire vs batch lines of 16 on a full one",
         "µs from write to answer",
+        &bridge,
         &[
-            (
-                "single command",
-                curve(&bridge, &["single", "distribution_us"]),
-            ),
+            ("single command", &["single", "distribution_us"]),
             (
                 "batch line of 16 (32 lines in flight: queueing included)",
-                curve(&bridge, &["batched", "line_distribution_us"]),
+                &["batched", "line_distribution_us"],
             ),
         ],
     )?;

@@ -26,7 +26,7 @@ use mate_worker_bridge::{
 };
 use serde_json::json;
 
-use super::{median, plot::quantiles};
+use super::{median, percentile, plot::quantiles};
 
 /// Settings of `mate bench bridge`.
 #[derive(Debug, Clone)]
@@ -164,14 +164,6 @@ pub fn batched(address: &str, n: usize, batch: usize) -> anyhow::Result<(Duratio
         }
     }
     Ok((start.elapsed(), rtts))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 pub fn bridge(b: &BridgeBench) -> anyhow::Result<serde_json::Value> {

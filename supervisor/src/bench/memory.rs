@@ -11,7 +11,8 @@ use mate_protocol::{Profile, Reply, Request, StatusReport, WorkerKind};
 use serde_json::{json, Value};
 
 use super::{
-    chat, ctl, in_state_dir, proc_status_kib, shut_down, start_up, status_now, wait_running,
+    chat, ctl, in_state_dir, mib, proc_status_kib, shut_down, start_up, status_now, wait_running,
+    worker_pid,
 };
 
 /// Settings of `mate bench memory`.
@@ -57,27 +58,20 @@ fn llm_bound_mib(profile: Option<&Profile>, n_head: Option<u32>) -> (f64, String
 const SECOND_HALF_BOUNDS_MIB: [(&str, f64); 3] =
     [("supervisor", 4.0), ("llm", 4.0), ("bridge", 2.0)];
 
-fn mib(kib: Option<u64>) -> Option<f64> {
-    kib.map(|k| k as f64 / 1024.0)
-}
-
 /// One reading of every process.
 fn sample(label: &str, turn: usize, sup: u32, status: &StatusReport) -> Value {
-    let pid = |kind| {
-        status
-            .workers
-            .iter()
-            .find(|w| w.kind == kind)
-            .and_then(|w| w.pid)
+    let pid = |kind| worker_pid(status, kind).ok();
+    let rss = |pid: Option<u32>| {
+        pid.and_then(|p| proc_status_kib(p, &["VmRSS"])[0])
+            .map(|kib| mib(kib * 1024))
     };
-    let rss = |pid: Option<u32>| mib(pid.and_then(|p| proc_status_kib(p, &["VmRSS"])[0]));
     json!({
         "at": label,
         "turn": turn,
         "supervisor": rss(Some(sup)),
         "llm": rss(pid(WorkerKind::Llm)),
         "bridge": rss(pid(WorkerKind::Bridge)),
-        "llm_vram_mib": status.gpu.reading.and_then(|r| r.llm_bytes).map(|b| b as f64 / f64::from(1u32 << 20)),
+        "llm_vram_mib": status.gpu.reading.and_then(|r| r.llm_bytes).map(mib),
     })
 }
 
@@ -127,12 +121,9 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
         for turn in 1..=10 {
             chat(dir, &format!("New session, turn {turn}."))?;
         }
-        samples.push(sample("cleared+10", b.turns + 10, sup, &status_now(dir)?));
-        let pids: Vec<u32> = status_now(dir)?
-            .workers
-            .iter()
-            .filter_map(|w| w.pid)
-            .collect();
+        let last = status_now(dir)?;
+        samples.push(sample("cleared+10", b.turns + 10, sup, &last));
+        let pids: Vec<u32> = last.workers.iter().filter_map(|w| w.pid).collect();
         let shutdown = shut_down(dir, &mut up, &pids)?;
 
         let at = |label: &str| samples.iter().find(|s| s["at"] == label);

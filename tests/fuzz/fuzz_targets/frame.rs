@@ -4,7 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use mate_protocol::{
-    frame::read_frame, handshake::Hello, FromWorker, Limit, Reply, Request, ToWorker,
+    frame::read_frame,
+    handshake::{Hello, HelloReply},
+    FromWorker, Limit, Reply, Request, ToWorker,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -14,5 +16,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = read_frame::<_, Request>(&mut &data[..], limit);
         let _ = read_frame::<_, Reply>(&mut &data[..], limit);
         let _ = read_frame::<_, Hello>(&mut &data[..], limit);
+        let _ = read_frame::<_, HelloReply>(&mut &data[..], limit);
     }
 });
