@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -230,7 +231,7 @@ pub struct AvatarSettings {
     pub talking: String,
     pub intensity: f32,
     pub transition_ms: u32,
-    pub cues: CueMap,
+    pub cues: Arc<CueMap>,
 }
 
 impl AvatarSettings {
@@ -501,24 +502,30 @@ fn unity(c: UnityConfig) -> Result<UnitySettings, ConfigError> {
 
 fn avatar(c: AvatarConfig) -> Result<AvatarSettings, ConfigError> {
     let mut cues = CueMap::default();
-    for (table, mine, tags) in [
-        (&mut cues.tags, c.tags, true),
-        (&mut cues.lexicon, c.lexicon, false),
-    ] {
+    type Check = fn(&str) -> bool;
+    let tables: [(_, _, Check, &str, &str); 2] = [
+        (
+            &mut cues.tags,
+            c.tags,
+            CueMap::can_match_tag,
+            "[avatar.tags]",
+            "a tag is letters, digits, '_' or '-', at most 24 of them",
+        ),
+        (
+            &mut cues.lexicon,
+            c.lexicon,
+            CueMap::can_match_word,
+            "[avatar.lexicon]",
+            "an entry is one word (letters and digits, at most 32 bytes) or one emoji",
+        ),
+    ];
+    for (table, mine, can_match, name, rule) in tables {
         for (key, expression) in mine {
             let key = key.to_lowercase();
-            if !CueMap::can_match(tags, &key) {
-                return Err(ConfigError::Invalid(if tags {
-                    format!(
-                        "[avatar.tags] {key:?} can never match: a tag is letters, digits, '_' \
-                         or '-', at most 24 of them"
-                    )
-                } else {
-                    format!(
-                        "[avatar.lexicon] {key:?} can never match: an entry is one word \
-                         (letters and digits) or one emoji"
-                    )
-                }));
+            if !can_match(&key) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} {key:?} can never match: {rule}"
+                )));
             }
             if expression.is_empty() {
                 table.remove(&key);
@@ -538,7 +545,7 @@ fn avatar(c: AvatarConfig) -> Result<AvatarSettings, ConfigError> {
         talking: c.talking.unwrap_or_else(|| "neutral".into()),
         intensity,
         transition_ms: c.transition_ms.unwrap_or(150).min(60_000),
-        cues,
+        cues: Arc::new(cues),
     })
 }
 
@@ -723,6 +730,8 @@ mod tests {
             "[avatar.lexicon]\n\":)\" = \"happy\"\n",
             "[avatar.lexicon]\n\"good day\" = \"happy\"\n",
             "[avatar.tags]\n\"very happy\" = \"happy\"\n",
+            // Longer than the filter keeps of a word.
+            "[avatar.lexicon]\nsupercalifragilisticexpialidocious = \"happy\"\n",
             "[avatar]\nintensity = 2.0\n",
             "[avatar]\nintensity = nan\n",
         ] {

@@ -6,14 +6,7 @@
 //! Chunks arrive split at arbitrary points, so a `[` with no `]` yet is held back until the
 //! tag is complete or can no longer be one; nothing else is ever delayed.
 
-use std::collections::BTreeMap;
-
-/// One expression to show.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cue {
-    pub expression: String,
-    pub intensity: f32,
-}
+use std::{collections::BTreeMap, sync::Arc};
 
 /// Which tags and words mean which expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,33 +66,40 @@ impl Default for CueMap {
 }
 
 /// Longest tag name held back while waiting for its `]`.
-const MAX_TAG: usize = 24;
+pub const MAX_TAG: usize = 24;
+/// Longest word (in bytes) the lexicon is looked up with; longer ones are cut there.
+pub const MAX_WORD: usize = 32;
 
 fn tag_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '-'
 }
 
+/// A character the lexicon looks up on its own (an emoji or another symbol).
+fn emoji_char(c: char) -> bool {
+    !c.is_ascii() && !c.is_alphanumeric()
+}
+
 impl CueMap {
-    /// Whether the filter can ever match `key` (lowercase) as a tag name or a lexicon entry:
-    /// a tag of tag characters, a lexicon word of letters and digits, or one emoji.
-    pub fn can_match(tag: bool, key: &str) -> bool {
+    /// Whether the filter can ever match `key` (lowercase) as a tag name.
+    pub fn can_match_tag(key: &str) -> bool {
+        !key.is_empty() && key.len() <= MAX_TAG && key.chars().all(tag_char)
+    }
+
+    /// Whether the filter can ever match `key` (lowercase) as a lexicon entry: one word of
+    /// letters and digits, or one emoji.
+    pub fn can_match_word(key: &str) -> bool {
         let mut chars = key.chars();
-        let first = chars.next();
-        let one = chars.next().is_none();
-        if tag {
-            !key.is_empty() && key.len() <= MAX_TAG && key.chars().all(tag_char)
-        } else {
-            let word = !key.is_empty() && key.chars().all(char::is_alphanumeric);
-            let emoji = one && first.is_some_and(|c| !c.is_ascii() && !c.is_alphanumeric());
-            word || emoji
-        }
+        let emoji = chars.next().is_some_and(emoji_char) && chars.next().is_none();
+        let word =
+            !key.is_empty() && key.len() <= MAX_WORD && key.chars().all(char::is_alphanumeric);
+        word || emoji
     }
 }
 
 /// Filters one reply as it streams.
 #[derive(Debug)]
 pub struct CueFilter {
-    map: CueMap,
+    map: Arc<CueMap>,
     /// A `[` and what followed it, not yet known to be a tag.
     held: String,
     saw_tag: bool,
@@ -109,7 +109,7 @@ pub struct CueFilter {
 }
 
 impl CueFilter {
-    pub fn new(map: CueMap) -> CueFilter {
+    pub fn new(map: Arc<CueMap>) -> CueFilter {
         CueFilter {
             map,
             held: String::new(),
@@ -120,7 +120,7 @@ impl CueFilter {
     }
 
     /// The visible part of `chunk` (tags removed) and the cues it carried.
-    pub fn push(&mut self, chunk: &str) -> (String, Vec<Cue>) {
+    pub fn push(&mut self, chunk: &str) -> (String, Vec<String>) {
         let mut visible = String::with_capacity(chunk.len());
         let mut cues = Vec::new();
         for c in chunk.chars() {
@@ -155,7 +155,7 @@ impl CueFilter {
     }
 
     /// The end of the reply: whatever was held back is text after all.
-    pub fn finish(&mut self) -> (String, Vec<Cue>) {
+    pub fn finish(&mut self) -> (String, Vec<String>) {
         let mut visible = String::new();
         let mut cues = Vec::new();
         self.release(&mut visible, &mut cues);
@@ -164,7 +164,7 @@ impl CueFilter {
     }
 
     /// Held text that turned out not to be a tag becomes visible (and is scanned).
-    fn release(&mut self, visible: &mut String, cues: &mut Vec<Cue>) {
+    fn release(&mut self, visible: &mut String, cues: &mut Vec<String>) {
         let held = std::mem::take(&mut self.held);
         for c in held.chars() {
             visible.push(c);
@@ -173,36 +173,34 @@ impl CueFilter {
     }
 
     /// The lexicon, for replies without tags: emoji at once, words when they end.
-    fn scan(&mut self, c: char, cues: &mut Vec<Cue>) {
+    fn scan(&mut self, c: char, cues: &mut Vec<String>) {
         if self.saw_tag {
             return;
         }
-        if !c.is_ascii() && !c.is_alphanumeric() {
-            if let Some(e) = self.map.lexicon.get(c.to_string().as_str()).cloned() {
+        if emoji_char(c) {
+            let mut one = [0; 4];
+            if let Some(e) = self.map.lexicon.get(&*c.encode_utf8(&mut one)).cloned() {
                 self.cue(e, cues);
             }
         }
         if c.is_alphanumeric() {
-            if self.word.len() < 32 {
+            if self.word.len() < MAX_WORD {
                 self.word.extend(c.to_lowercase());
             }
             return;
         }
-        let word = std::mem::take(&mut self.word);
-        if let Some(e) = self.map.lexicon.get(word.as_str()).cloned() {
+        if let Some(e) = self.map.lexicon.get(&self.word).cloned() {
             self.cue(e, cues);
         }
+        self.word.clear();
     }
 
-    fn cue(&mut self, expression: String, cues: &mut Vec<Cue>) {
+    fn cue(&mut self, expression: String, cues: &mut Vec<String>) {
         if self.last.as_ref() == Some(&expression) {
             return;
         }
         self.last = Some(expression.clone());
-        cues.push(Cue {
-            expression,
-            intensity: 1.0,
-        });
+        cues.push(expression);
     }
 }
 
@@ -211,17 +209,17 @@ mod tests {
     use super::*;
 
     fn run(chunks: &[&str]) -> (String, Vec<String>) {
-        let mut f = CueFilter::new(CueMap::default());
+        let mut f = CueFilter::new(Arc::new(CueMap::default()));
         let mut text = String::new();
         let mut cues = Vec::new();
         for chunk in chunks {
             let (t, c) = f.push(chunk);
             text.push_str(&t);
-            cues.extend(c.into_iter().map(|c| c.expression));
+            cues.extend(c);
         }
         let (t, c) = f.finish();
         text.push_str(&t);
-        cues.extend(c.into_iter().map(|c| c.expression));
+        cues.extend(c);
         (text, cues)
     }
 

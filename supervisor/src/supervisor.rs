@@ -51,7 +51,7 @@ use tracing::{debug, info};
 
 use crate::{
     config::Settings,
-    cues::{Cue, CueFilter},
+    cues::CueFilter,
     gpu::{self, LlmFootprint},
     journal::{now_ms, Journal},
     ladder::{self, unknown_profile},
@@ -61,7 +61,7 @@ use crate::{
     session::{self, Transcript},
 };
 
-pub use mate_protocol::client::{control_token_path, CONTROL_TOKEN_FILE};
+use mate_protocol::client::control_token_path;
 /// File in `<state>/run/` locked by the supervisor that owns the state dir.
 pub const LOCK_FILE: &str = "mate.lock";
 
@@ -624,7 +624,6 @@ impl Supervisor {
                 let pid = process.pid.unwrap_or(0);
                 let w = self.worker(kind);
                 w.state = WorkerState::Starting;
-                w.vitals = WorkerVitals::default();
                 w.process = Some(process);
                 self.record(
                     Level::Info,
@@ -1477,19 +1476,17 @@ impl Supervisor {
         // was written); the client sees it without them.
         turn.partial.push_str(&text);
         let (visible, cues) = turn.cues.push(&text);
-        self.show(visible, cues);
+        self.show(visible, cues, false);
     }
 
-    /// Sends the client the visible part of the reply and the avatar its cues; the first text
-    /// without a cue ends "thinking".
-    fn show(&mut self, visible: String, cues: Vec<Cue>) {
+    /// Sends the client the visible part of the reply and the avatar its cues. The first text
+    /// without a cue ends "thinking", and so does the `end` of the turn (failed, cancelled, or
+    /// no text) if nothing did before.
+    fn show(&mut self, visible: String, cues: Vec<String>, end: bool) {
         let Some(turn) = &mut self.turn else { return };
         let avatar = &self.opts.settings.avatar;
-        let mut show: Vec<AvatarCommand> = cues
-            .iter()
-            .map(|c| avatar.expression(&c.expression))
-            .collect();
-        let started = !(visible.is_empty() && show.is_empty());
+        let mut show: Vec<AvatarCommand> = cues.iter().map(|e| avatar.expression(e)).collect();
+        let started = end || !(visible.is_empty() && show.is_empty());
         let first = started && !std::mem::replace(&mut turn.talking, true);
         if first && show.is_empty() && !avatar.talking.is_empty() {
             show.push(avatar.expression(&avatar.talking));
@@ -1498,16 +1495,6 @@ impl Supervisor {
             turn.tell(Reply::Chunk { text: visible });
         }
         for cmd in show {
-            self.tell_avatar(cmd);
-        }
-    }
-
-    /// The turn ends (failed, cancelled, or no text) while the avatar still shows "thinking".
-    fn stop_thinking(&mut self) {
-        let Some(turn) = &mut self.turn else { return };
-        let avatar = &self.opts.settings.avatar;
-        if !std::mem::replace(&mut turn.talking, true) && !avatar.talking.is_empty() {
-            let cmd = avatar.expression(&avatar.talking);
             self.tell_avatar(cmd);
         }
     }
@@ -1554,9 +1541,8 @@ impl Supervisor {
         // What the filter held back (a `[` that never became a tag) is text after all.
         if let Some(turn) = &mut self.turn {
             let (rest, cues) = turn.cues.finish();
-            self.show(rest, cues);
+            self.show(rest, cues, true);
         }
-        self.stop_thinking();
         let Some(mut turn) = self.turn.take() else {
             return;
         };
@@ -1600,7 +1586,7 @@ impl Supervisor {
     }
 
     fn fail_turn(&mut self, reason: String) {
-        self.stop_thinking();
+        self.show(String::new(), Vec::new(), true);
         let Some(mut turn) = self.turn.take() else {
             return;
         };
