@@ -403,6 +403,9 @@ struct Supervisor {
     /// The latest avatar command for each part of the avatar (expression, blink, ...), sent
     /// again to a new bridge worker.
     avatar: Vec<AvatarCommand>,
+    /// A state command did not reach the running bridge (its queue was full): the whole state
+    /// goes again at its next heartbeat.
+    avatar_behind: bool,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -535,6 +538,7 @@ impl Supervisor {
             stopping: false,
             threads_chosen: None,
             avatar,
+            avatar_behind: false,
         })
     }
 
@@ -781,6 +785,7 @@ impl Supervisor {
                         options: self.opts.settings.unity.options.clone(),
                         avatar: self.avatar.clone(),
                     };
+                    self.avatar_behind = false;
                     if let Some(p) = self.process(kind, generation) {
                         p.send(unity);
                     }
@@ -793,7 +798,12 @@ impl Supervisor {
                     format!("{kind} worker ready (pid {pid})"),
                 );
             }
-            FromWorker::Heartbeat { vitals, .. } => self.worker(kind).vitals = vitals,
+            FromWorker::Heartbeat { vitals, .. } => {
+                self.worker(kind).vitals = vitals;
+                if kind == WorkerKind::Bridge {
+                    self.catch_up_avatar();
+                }
+            }
             FromWorker::Loaded(report) => {
                 p.loaded = true;
                 p.profile = Some(report.profile.clone());
@@ -1500,15 +1510,32 @@ impl Supervisor {
     }
 
     /// Sends a command to the bridge worker and remembers it as the avatar's state. A bridge
-    /// that is not running gets the state when it comes back.
+    /// that is not running gets the state when it comes back, and one that is behind at its
+    /// next heartbeat.
     fn tell_avatar(&mut self, cmd: AvatarCommand) -> bool {
-        if cmd.part().is_some() {
+        let state = cmd.part().is_some();
+        if state {
             set_avatar_part(&mut self.avatar, cmd.clone(), |c| c);
         }
+        let sent = self.send_avatar(cmd);
+        self.avatar_behind |= state && !sent;
+        sent
+    }
+
+    fn send_avatar(&mut self, cmd: AvatarCommand) -> bool {
         self.worker(WorkerKind::Bridge)
             .process
             .as_ref()
             .is_some_and(|p| p.ready && p.send(ToWorker::Avatar(cmd)))
+    }
+
+    /// The avatar's whole state again, for a bridge that missed part of it (Unity may be told a
+    /// part it already shows; setting it again changes nothing).
+    fn catch_up_avatar(&mut self) {
+        if self.avatar_behind {
+            let state = self.avatar.clone();
+            self.avatar_behind = !state.into_iter().all(|cmd| self.send_avatar(cmd));
+        }
     }
 
     fn on_done(&mut self, request_id: u64, stats: GenerationStats) {
