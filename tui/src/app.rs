@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use mate_protocol::{Event, GenerationStats, StatusReport, WorkerKind, WorkerReport, WorkerState};
+use mate_protocol::{Event, GenerationStats, StatusReport, WorkerKind, WorkerReport};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 /// Events kept for the log (newest first).
@@ -94,11 +94,8 @@ pub enum Input {
     Resize,
     Attached,
     Disconnected(String),
-    /// A status poll's answer, at `at_s` seconds since the console started.
-    Status {
-        report: Box<StatusReport>,
-        at_s: f64,
-    },
+    /// A status poll's answer.
+    Status(Box<StatusReport>),
     /// A journal event (history first, then as they happen).
     Event(Event),
     Chunk(String),
@@ -133,7 +130,7 @@ pub struct App {
     /// A reply is streaming in.
     pub streaming: bool,
     /// (seconds since start, used VRAM %), oldest first.
-    pub vram: VecDeque<(f64, f64)>,
+    pub vram: VecDeque<f64>,
     /// Generation tok/s of recent replies, oldest first.
     pub speeds: VecDeque<f64>,
     pub last_ttft_ms: Option<f32>,
@@ -150,7 +147,7 @@ pub struct App {
 impl App {
     pub fn new(title: String, mono: bool) -> App {
         App {
-            title,
+            title: one_line(&title),
             link: Link::Connecting,
             status: None,
             events: VecDeque::new(),
@@ -199,7 +196,7 @@ impl App {
                 None
             }
             Input::Disconnected(why) => {
-                self.link = Link::Disconnected(printable(&why));
+                self.link = Link::Disconnected(one_line(&why));
                 if self.streaming {
                     self.streaming = false;
                     self.say(
@@ -209,15 +206,11 @@ impl App {
                 }
                 None
             }
-            Input::Status { mut report, at_s } => {
+            Input::Status(mut report) => {
                 self.link = Link::Attached;
                 clean_status(&mut report);
                 if let Some(r) = &report.gpu.reading {
-                    push_capped(
-                        &mut self.vram,
-                        (at_s, f64::from(r.used_percent())),
-                        VRAM_KEPT,
-                    );
+                    push_capped(&mut self.vram, f64::from(r.used_percent()), VRAM_KEPT);
                 }
                 let n = report.workers.len();
                 self.selected = self.selected.min(n.saturating_sub(1));
@@ -225,7 +218,7 @@ impl App {
                 None
             }
             Input::Event(mut event) => {
-                event.message = printable(&event.message);
+                event.message = one_line(&event.message);
                 self.events.push_front(event);
                 self.events.truncate(EVENTS_KEPT);
                 if self.event_scroll > 0 {
@@ -391,48 +384,46 @@ impl App {
             Focus::Chat => self.dirty = false,
         }
     }
-
-    /// The selected worker is running (for the hint bar and tests).
-    pub fn selected_running(&self) -> bool {
-        self.workers()
-            .get(self.selected)
-            .is_some_and(|w| w.state == WorkerState::Running)
-    }
 }
 
-/// Text from the supervisor or the model, safe to put on a terminal: control characters
+/// Chat text from the supervisor or the model, safe to put on a terminal: control characters
 /// (escape sequences, carriage returns, tabs) would move the cursor and break the layout, so
 /// each becomes a space; newlines stay, for the chat's wrapping.
-pub fn printable(text: &str) -> String {
+fn printable(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
         .collect()
 }
 
-/// [`printable`] over every free-text field of a status.
+/// Text from outside shown on one line (messages, errors, names): every control character,
+/// newlines too, becomes a space.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// [`one_line`] over every text field of a status, once, as it arrives.
 fn clean_status(report: &mut StatusReport) {
+    let clean = |s: &mut String| *s = one_line(s);
+    clean(&mut report.profile);
+    clean(&mut report.ceiling);
+    for rung in &mut report.ladder {
+        clean(&mut rung.profile.name);
+    }
     for w in &mut report.workers {
-        if let Some(e) = &mut w.last_error {
-            *e = printable(e);
-        }
+        w.last_error.as_mut().map(clean);
+        w.profile.as_mut().map(clean);
         if let Some(b) = &mut w.vitals.bridge {
-            if let Some(e) = &mut b.last_error {
-                *e = printable(e);
-            }
-            if let Some(x) = &mut b.expression {
-                *x = printable(x);
-            }
-            b.peer = printable(&b.peer);
+            b.last_error.as_mut().map(clean);
+            b.expression.as_mut().map(clean);
+            clean(&mut b.peer);
         }
     }
-    if let Some(note) = &mut report.gpu.note {
-        *note = printable(note);
-    }
-    if let Some(name) = &mut report.gpu.name {
-        *name = printable(name);
-    }
+    report.gpu.note.as_mut().map(clean);
+    report.gpu.name.as_mut().map(clean);
     if let Some(d) = &mut report.last_decision {
-        d.message = printable(&d.message);
+        clean(&mut d.message);
     }
 }
 

@@ -3,18 +3,14 @@
 //! another, and one short-lived thread per chat or command. None of them can block the
 //! screen: the loop only ever reads their channel.
 
-use std::{
-    path::PathBuf,
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, sync::mpsc, time::Duration};
 
 use mate_protocol::{
     client::{ClientError, Connection},
     Reply, Request, Role,
 };
 
-use crate::app::{Action, Input};
+use crate::app::Input;
 
 /// What the loop reads: inputs for the model, or a reason to stop.
 #[derive(Debug)]
@@ -37,10 +33,14 @@ fn why(e: &ClientError) -> String {
 }
 
 /// Polls the status every [`POLL`] on one `Tui` connection (the supervisor records one
-/// attach per connection), reconnecting when it breaks.
-pub fn poll_status(state_dir: PathBuf, tx: mpsc::Sender<Msg>, started: Instant) {
+/// attach per connection), starting with `first` and reconnecting when it breaks.
+pub fn poll_status(state_dir: PathBuf, tx: mpsc::Sender<Msg>, mut first: Option<Connection>) {
     loop {
-        let mut conn = match Connection::open(&state_dir, Role::Tui) {
+        let opened = match first.take() {
+            Some(conn) => Ok(conn),
+            None => Connection::open(&state_dir, Role::Tui),
+        };
+        let mut conn = match opened {
             Ok(conn) => conn,
             Err(e) => {
                 if tx.send(Msg::Input(Input::Disconnected(why(&e)))).is_err() {
@@ -56,8 +56,7 @@ pub fn poll_status(state_dir: PathBuf, tx: mpsc::Sender<Msg>, started: Instant) 
         let lost = loop {
             match conn.call(&Request::Status) {
                 Ok(Reply::Status(report)) => {
-                    let at_s = started.elapsed().as_secs_f64();
-                    if tx.send(Msg::Input(Input::Status { report, at_s })).is_err() {
+                    if tx.send(Msg::Input(Input::Status(report))).is_err() {
                         return;
                     }
                 }
@@ -98,20 +97,9 @@ pub fn follow_events(state_dir: PathBuf, tx: mpsc::Sender<Msg>) {
     }
 }
 
-/// Carries out `action` on its own thread; what comes back (reply chunks, an error) is
-/// sent to the loop.
-pub fn act(state_dir: PathBuf, action: Action, tx: mpsc::Sender<Msg>) {
-    let request = match action {
-        Action::Chat(text) => Request::Chat { text },
-        Action::Cancel => Request::Cancel,
-        Action::Restart(worker) => Request::Restart {
-            worker,
-            profile: None,
-        },
-        Action::SetProfile(name) => Request::SetProfile { name },
-        Action::Shutdown => Request::Shutdown,
-        Action::Quit => return,
-    };
+/// Sends `request` on its own thread; what comes back (reply chunks, an error) is sent to
+/// the loop.
+pub fn act(state_dir: PathBuf, request: Request, tx: mpsc::Sender<Msg>) {
     let chat = matches!(request, Request::Chat { .. });
     std::thread::spawn(move || {
         let send = |input| tx.send(Msg::Input(input)).is_ok();

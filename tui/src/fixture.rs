@@ -155,11 +155,8 @@ pub fn events() -> Vec<Event> {
 pub fn app(mono: bool) -> App {
     let mut app = App::new("~/.local/state/mate".into(), mono);
     app.update(Input::Attached);
-    for (i, used) in [20, 25, 31, 38, 44, 49, 52, 49, 47, 49].iter().enumerate() {
-        app.update(Input::Status {
-            report: Box::new(status(*used)),
-            at_s: i as f64 * 30.0,
-        });
+    for used in [20, 25, 31, 38, 44, 49, 52, 49, 47, 49] {
+        app.update(Input::Status(Box::new(status(used))));
     }
     for e in events() {
         app.update(Input::Event(e));
@@ -167,8 +164,6 @@ pub fn app(mono: bool) -> App {
     for tok_s in [35.0, 38.5, 41.0, 40.2, 42.8, 41.3] {
         app.update(Input::ChatDone(stats(tok_s)));
     }
-    app.update(Input::Chunk("Hello! ".into()));
-    app.chat.clear();
     app.chat.push_back(crate::app::ChatLine {
         who: crate::app::Speaker::You,
         text: "how was your day?".into(),

@@ -19,20 +19,17 @@ pub mod fixture;
 #[cfg(test)]
 mod tests;
 
-pub mod feed;
+mod feed;
 
 use std::{
     path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc, Arc,
-    },
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use mate_protocol::{
-    client::{self, ClientError},
-    Request, Role,
+    client::{self, ClientError, Connection},
+    Reply, Request, Role,
 };
 use ratatui::crossterm::event::{self, Event as TermEvent};
 
@@ -76,17 +73,20 @@ pub enum TuiError {
 /// with [`ClientError::NotRunning`] when none runs there.
 pub fn run(opts: &Options) -> Result<Outcome, TuiError> {
     // Refuse before touching the terminal: a clear message and exit code when none runs.
-    client::call(&opts.state_dir, Role::Ctl, &Request::Status)?;
+    // The connection and its first answer then start the status poll.
+    let mut first = Connection::open(&opts.state_dir, Role::Tui)?;
+    let reply = first.call(&Request::Status)?;
     let (tx, rx) = mpsc::channel();
-    let started = Instant::now();
-    let panicked = Arc::new(AtomicBool::new(false));
+    if let Reply::Status(report) = reply {
+        let _ = tx.send(Msg::Input(Input::Status(report)));
+    }
     {
         // ratatui's hook (installed by `init`) restores the terminal; this one also tells the
         // loop, so a panic in a feed thread ends the console instead of drawing over a shell.
-        let panicked = Arc::clone(&panicked);
+        let tx = tx.clone();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            panicked.store(true, Ordering::SeqCst);
+            let _ = tx.send(Msg::Terminate("a console thread panicked".into()));
             previous(info);
         }));
     }
@@ -100,18 +100,13 @@ pub fn run(opts: &Options) -> Result<Outcome, TuiError> {
     }
     spawn(tx.clone(), move |tx| keys(&tx));
     let dir = opts.state_dir.clone();
-    spawn(tx.clone(), move |tx| feed::poll_status(dir, tx, started));
+    spawn(tx.clone(), move |tx| {
+        feed::poll_status(dir, tx, Some(first))
+    });
     let dir = opts.state_dir.clone();
     spawn(tx.clone(), move |tx| feed::follow_events(dir, tx));
     let mut app = App::new(opts.state_dir.display().to_string(), opts.mono);
-    let outcome = run_loop(
-        &mut terminal,
-        &mut app,
-        &rx,
-        &tx,
-        &opts.state_dir,
-        &panicked,
-    );
+    let outcome = run_loop(&mut terminal, &mut app, &rx, &tx, &opts.state_dir);
     ratatui::restore();
     outcome
 }
@@ -144,42 +139,47 @@ fn run_loop(
     rx: &mpsc::Receiver<Msg>,
     tx: &mpsc::Sender<Msg>,
     state_dir: &std::path::Path,
-    panicked: &AtomicBool,
 ) -> Result<Outcome, TuiError> {
     let mut last_frame = Instant::now() - FRAME;
     loop {
-        if panicked.load(Ordering::SeqCst) {
-            return Ok(Outcome::Terminated("a console thread panicked".into()));
-        }
         if app.dirty && last_frame.elapsed() >= FRAME {
             terminal.draw(|frame| view::draw(frame, app))?;
             app.dirty = false;
             last_frame = Instant::now();
         }
-        // Sleep until the next frame is allowed (something to draw) or an input comes.
-        let wait = if app.dirty {
-            FRAME.saturating_sub(last_frame.elapsed())
+        // Sleep until the next frame is allowed (something to draw) or an input comes. This
+        // loop holds a sender itself, so the channel never disconnects.
+        let msg = if app.dirty {
+            match rx.recv_timeout(FRAME.saturating_sub(last_frame.elapsed())) {
+                Ok(msg) => msg,
+                Err(_) => continue,
+            }
         } else {
-            Duration::from_secs(1)
-        };
-        let msg = match rx.recv_timeout(wait) {
-            Ok(msg) => msg,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Outcome::Detached),
+            match rx.recv() {
+                Ok(msg) => msg,
+                Err(_) => return Ok(Outcome::Detached),
+            }
         };
         let input = match msg {
             Msg::Input(input) => input,
             Msg::Terminate(why) => return Ok(Outcome::Terminated(why)),
         };
-        match app.update(input) {
+        let request = match app.update(input) {
+            None => continue,
             Some(Action::Quit) => return Ok(Outcome::Detached),
             Some(Action::Shutdown) => {
                 // Asked here, not on a thread: the console ends right after.
                 client::call(state_dir, Role::Ctl, &Request::Shutdown)?;
                 return Ok(Outcome::Stopped);
             }
-            Some(action) => feed::act(state_dir.to_path_buf(), action, tx.clone()),
-            None => {}
-        }
+            Some(Action::Chat(text)) => Request::Chat { text },
+            Some(Action::Cancel) => Request::Cancel,
+            Some(Action::Restart(worker)) => Request::Restart {
+                worker,
+                profile: None,
+            },
+            Some(Action::SetProfile(name)) => Request::SetProfile { name },
+        };
+        feed::act(state_dir.to_path_buf(), request, tx.clone());
     }
 }

@@ -162,10 +162,7 @@ fn a_lost_connection_ends_the_reply_and_says_so() {
     assert_eq!(app.link, Link::Disconnected("connection refused".into()));
     assert!(!app.streaming);
     assert_eq!(app.chat.back().map(|l| l.who), Some(Speaker::Note));
-    app.update(Input::Status {
-        report: Box::new(fixture::status(30)),
-        at_s: 400.0,
-    });
+    app.update(Input::Status(Box::new(fixture::status(30))));
     assert_eq!(app.link, Link::Attached);
 }
 

@@ -178,7 +178,7 @@ fn title_line(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             let why = if why.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", one_line(why))
+                format!(" ({why})")
             };
             spans.push(Span::styled(
                 format!(" ✗ disconnected — retrying{why} "),
@@ -208,12 +208,12 @@ fn title_line(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         let profile = vec![
             sep(),
             Span::raw("profile "),
-            Span::styled(one_line(&status.profile), theme.bold()),
+            Span::styled(status.profile.clone(), theme.bold()),
         ];
         let mut ceiling = Vec::new();
         if !status.ceiling.is_empty() && status.ceiling != status.profile {
             ceiling.push(Span::styled(
-                format!(" (ceiling {})", one_line(&status.ceiling)),
+                format!(" (ceiling {})", status.ceiling),
                 theme.dim(),
             ));
         }
@@ -226,7 +226,7 @@ fn title_line(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     }
     let width = usize::from(area.width);
     let head: usize = spans.iter().map(Span::width).sum();
-    let dir = one_line(&app.title);
+    let dir = app.title.clone();
     let dir_w = str_width(&dir);
     let tails_w: Vec<usize> = tails
         .iter()
@@ -557,9 +557,9 @@ fn worker_cells(w: &WorkerReport, theme: &Theme) -> [(String, Style); 9] {
     let live = matches!(w.state, WorkerState::Running | WorkerState::Starting);
     let dash = || "-".to_string();
     let exit = match (&w.last_exit, &w.last_error) {
-        (Some(e), Some(err)) => format!("{}: {}", exit_text(*e), one_line(err)),
+        (Some(e), Some(err)) => format!("{}: {err}", exit_text(*e)),
         (Some(e), None) => exit_text(*e),
-        (None, Some(err)) => one_line(err),
+        (None, Some(err)) => err.clone(),
         (None, None) => dash(),
     };
     let exit_style = if w.last_error.is_some() {
@@ -784,7 +784,7 @@ fn gpu_panel(frame: &mut Frame, area: Rect, app: &App, charts: u16, theme: &Them
             let note = g
                 .note
                 .as_deref()
-                .map(one_line)
+                .map(str::to_string)
                 .unwrap_or_else(|| match &g.name {
                     Some(name) => format!("{name}: no reading yet"),
                     None => "no NVIDIA GPU".into(),
@@ -813,7 +813,7 @@ fn gpu_panel(frame: &mut Frame, area: Rect, app: &App, charts: u16, theme: &Them
             .iter()
             .rev()
             .take(usize::from(chart.width))
-            .map(|&(_, pct)| {
+            .map(|&pct| {
                 let pct = if pct.is_finite() {
                     pct.clamp(0.0, 100.0)
                 } else {
@@ -1090,7 +1090,7 @@ fn unity_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     } else {
         theme.warn()
     };
-    let said = one_line(&b.describe());
+    let said = b.describe();
     let said = if said.contains("Unity") {
         said
     } else {
@@ -1099,15 +1099,12 @@ fn unity_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     let mut lines = vec![Line::styled(said, head)];
     // The error before the counters: short of rows, it is what matters.
     if let Some(err) = &b.last_error {
-        lines.push(Line::styled(
-            format!("last error: {}", one_line(err)),
-            theme.bad(),
-        ));
+        lines.push(Line::styled(format!("last error: {err}"), theme.bad()));
     }
     lines.push(Line::raw(bridge_counts(b)));
     let mut totals = Vec::new();
     if let Some(e) = &b.expression {
-        totals.push(format!("avatar {}", one_line(e)));
+        totals.push(format!("avatar {e}"));
     }
     totals.push(format!("sent {}", b.sent));
     totals.push(format!("acked {}", b.acked));
@@ -1173,7 +1170,7 @@ fn event_line(e: &Event, width: usize, theme: &Theme) -> Line<'static> {
     }
     let used: usize = spans.iter().map(Span::width).sum();
     spans.push(Span::styled(
-        fit(&one_line(&e.message), width.saturating_sub(used)),
+        fit(&e.message, width.saturating_sub(used)),
         theme.level(e.level),
     ));
     Line::from(spans)
@@ -1374,13 +1371,6 @@ fn fit_left(s: &str, room: usize) -> String {
         return String::new();
     }
     std::iter::once('…').chain(tail.into_iter().rev()).collect()
-}
-
-/// Text from outside (messages, errors, names) on one line: a newline would break the layout.
-fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 fn str_width(s: &str) -> usize {
@@ -1793,10 +1783,7 @@ mod tests {
                 ..BridgeStatus::default()
             };
         }
-        app.update(Input::Status {
-            report: Box::new(status),
-            at_s: 300.0,
-        });
+        app.update(Input::Status(Box::new(status)));
         app.update(Input::Event(Event {
             at_ms: 1_795_442_650_000,
             level: Level::Error,
@@ -1847,12 +1834,9 @@ mod tests {
         }
         status.workers[1].vitals.bridge = None;
         status.ladder.clear();
-        odd.update(Input::Status {
-            report: Box::new(status),
-            at_s: 1.0,
-        });
-        odd.vram.push_back((2.0, f64::NAN));
-        odd.vram.push_back((3.0, 1e300));
+        odd.update(Input::Status(Box::new(status)));
+        odd.vram.push_back(f64::NAN);
+        odd.vram.push_back(1e300);
         odd.speeds.push_back(f64::INFINITY);
         odd.speeds.push_back(-5.0);
         odd.last_ttft_ms = Some(f32::NAN);
