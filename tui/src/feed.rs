@@ -7,7 +7,7 @@ use std::{path::PathBuf, sync::mpsc, time::Duration};
 
 use mate_protocol::{
     client::{ClientError, Connection},
-    Reply, Request, Role,
+    Event, Reply, Request, Role,
 };
 
 use crate::app::Input;
@@ -72,11 +72,36 @@ pub fn poll_status(state_dir: PathBuf, tx: mpsc::Sender<Msg>, mut first: Option<
     }
 }
 
+/// The events already shown. After a reconnect the supervisor sends its recent events again:
+/// older ones are known by their time stamp, and those of the newest millisecond seen by
+/// their message.
+#[derive(Debug, Default)]
+struct Seen {
+    last_ms: u64,
+    at_last_ms: Vec<String>,
+}
+
+impl Seen {
+    /// Whether `e` is new, remembering it if so.
+    fn is_new(&mut self, e: &Event) -> bool {
+        if e.at_ms < self.last_ms
+            || (e.at_ms == self.last_ms && self.at_last_ms.contains(&e.message))
+        {
+            return false;
+        }
+        if e.at_ms > self.last_ms {
+            self.last_ms = e.at_ms;
+            self.at_last_ms.clear();
+        }
+        self.at_last_ms.push(e.message.clone());
+        true
+    }
+}
+
 /// Follows the journal (recent events first, then new ones), reconnecting when it breaks
 /// (the status poll tells the user about that).
 pub fn follow_events(state_dir: PathBuf, tx: mpsc::Sender<Msg>) {
-    // After a reconnect the supervisor sends its recent events again; skip those seen.
-    let mut last_seen = 0u64;
+    let mut seen = Seen::default();
     let mut alive = true;
     while alive {
         let _ = mate_protocol::client::request(
@@ -84,9 +109,7 @@ pub fn follow_events(state_dir: PathBuf, tx: mpsc::Sender<Msg>) {
             Role::Ctl,
             &Request::Events { follow: true },
             |reply| match reply {
-                Reply::Event(e) if e.at_ms < last_seen => true,
-                Reply::Event(e) => {
-                    last_seen = e.at_ms;
+                Reply::Event(e) if seen.is_new(&e) => {
                     alive = tx.send(Msg::Input(Input::Event(e))).is_ok();
                     alive
                 }
@@ -131,4 +154,38 @@ pub fn act(state_dir: PathBuf, request: Request, tx: mpsc::Sender<Msg>) {
             ));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mate_protocol::{EventKind, Level};
+
+    fn event(at_ms: u64, message: &str) -> Event {
+        Event {
+            at_ms,
+            level: Level::Info,
+            worker: None,
+            kind: EventKind::Notice,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn events_sent_again_after_a_reconnect_are_shown_once() {
+        let mut seen = Seen::default();
+        let first = [event(10, "a"), event(20, "b"), event(20, "c")];
+        assert!(first.iter().all(|e| seen.is_new(e)));
+        // The supervisor's recent events again, then one more in the same millisecond and a
+        // newer one.
+        let again = [
+            event(10, "a"),
+            event(20, "b"),
+            event(20, "c"),
+            event(20, "d"),
+            event(30, "e"),
+        ];
+        let shown: Vec<bool> = again.iter().map(|e| seen.is_new(e)).collect();
+        assert_eq!(shown, [false, false, false, true, true]);
+    }
 }
