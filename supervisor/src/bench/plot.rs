@@ -4,11 +4,36 @@
 
 use std::path::Path;
 
-use plotters::{coord::types::RangedCoordf64, prelude::*};
+use plotters::{
+    coord::{types::RangedCoordf64, Shift},
+    prelude::*,
+};
 
 const COLOURS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, RGBColor(230, 140, 0)];
 
 type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A white 900×540 SVG at `path`.
+fn canvas(path: &Path) -> anyhow::Result<DrawingArea<SVGBackend<'_>, Shift>> {
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    Ok(root)
+}
+
+/// A titled chart over `root` with these ranges.
+fn chart_on<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> anyhow::Result<Chart<'a, 'b>> {
+    Ok(ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x, y)?)
+}
 
 /// Draws the legend at `position` and writes the file.
 fn finish<'a, 'b: 'a>(
@@ -38,14 +63,8 @@ pub fn line_svg(
     let (x_max, y_max) = points.fold((1.0f64, 1.0f64), |(x, y), (px, py)| {
         (x.max(*px), y.max(*py))
     });
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max * 1.05, 0.0..y_max * 1.15)?;
+    let root = canvas(path)?;
+    let mut chart = chart_on(&root, title, 0.0..x_max * 1.05, 0.0..y_max * 1.15)?;
     chart
         .configure_mesh()
         .x_desc(x_label)
@@ -113,14 +132,8 @@ pub fn cdf_svg(
     } else {
         (0.0, 1.0)
     };
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(64)
-        .build_cartesian_2d(lo..hi, 0.0..100.0)?;
+    let root = canvas(path)?;
+    let mut chart = chart_on(&root, title, lo..hi, 0.0..100.0)?;
     let unscale = |v: &f64| {
         let v = if log { 10f64.powf(*v) } else { *v };
         format!("{v:.*}", if v < 10.0 { 2 } else { 0 })
