@@ -9,6 +9,11 @@ use crate::{frame, AuthToken, Endpoint, Hello, Limit, Reply, Request, Role};
 /// File in `<state>/run/` holding the token clients present.
 pub const CONTROL_TOKEN_FILE: &str = "control.token";
 
+/// How long a client keeps trying a supervisor that is there but busy.
+const BUSY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+const BUSY_FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+const BUSY_MAX_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub fn control_token_path(state_dir: &Path) -> PathBuf {
     state_dir.join("run").join(CONTROL_TOKEN_FILE)
 }
@@ -18,6 +23,11 @@ pub fn control_token_path(state_dir: &Path) -> PathBuf {
 pub enum ClientError {
     #[error("no mate supervisor is running for state dir {state_dir} (start one with `mate up`)")]
     NotRunning { state_dir: PathBuf },
+    #[error(
+        "the mate supervisor for state dir {state_dir} is running but too busy to answer: \
+         {why}"
+    )]
+    Busy { state_dir: PathBuf, why: String },
     #[error("cannot read the control token {path}: {source}")]
     Token {
         path: PathBuf,
@@ -54,18 +64,36 @@ impl Connection {
         let hello = Hello::new(role, AuthToken::from_hex(&token)?);
         // One connection attempt tells "nobody there" (refused, or no socket file after a
         // clean stop) from a live supervisor; a separate probe would only cost a connection.
-        let (stream, _pid) = endpoint.connect(&hello).map_err(|e| match e {
-            crate::Error::Io(io)
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
-                ) =>
-            {
-                not_running()
+        // A supervisor that accepted but closed before answering, or said it is full, is
+        // there but busy (a flood of connections): that is worth a few more tries.
+        let mut delay = BUSY_FIRST_RETRY;
+        let started = std::time::Instant::now();
+        let stream = loop {
+            let why = match endpoint.connect(&hello) {
+                Ok((stream, _pid)) => break stream,
+                Err(crate::Error::Io(io))
+                    if matches!(
+                        io.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                    ) =>
+                {
+                    return Err(not_running())
+                }
+                Err(crate::Error::Rejected(r @ crate::Rejection::Busy { .. })) => r.to_string(),
+                Err(e) if e.is_disconnect() || matches!(e, crate::Error::Timeout) => format!(
+                    "it closed the connection before answering ({e}); too many connections?"
+                ),
+                Err(e) => return Err(ClientError::Protocol(e)),
+            };
+            if started.elapsed() + delay > BUSY_PATIENCE {
+                return Err(ClientError::Busy {
+                    state_dir: state_dir.to_path_buf(),
+                    why,
+                });
             }
-            e if e.is_disconnect() => not_running(),
-            e => ClientError::Protocol(e),
-        })?;
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(BUSY_MAX_RETRY);
+        };
         Ok(Connection { stream })
     }
 

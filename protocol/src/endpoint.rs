@@ -151,12 +151,36 @@ impl Endpoint {
     }
 
     /// Connects and introduces itself; returns the stream and the accepting process's pid.
+    ///
+    /// The token goes only to a process of the same user: the listening end's credentials
+    /// are checked first, so a socket that another user swapped in learns nothing.
     pub fn connect(&self, hello: &Hello) -> Result<(Stream, u32), Error> {
         let mut stream = self.connect_raw()?;
+        self.check_listener(&stream)?;
         set_recv_timeout(&stream, Some(HELLO_DEADLINE))?;
         let pid = handshake::client(&mut stream, hello)?;
         set_recv_timeout(&stream, None)?;
         Ok((stream, pid))
+    }
+
+    /// Refuses a listening end that runs as another user (Unix; the kernel records its
+    /// credentials when it called `listen`).
+    fn check_listener(&self, stream: &Stream) -> Result<(), Error> {
+        #[cfg(unix)]
+        {
+            let ours = rustix::process::geteuid().as_raw();
+            let theirs = stream.peer_creds().ok().and_then(|c| c.euid());
+            if let Some(uid) = theirs.filter(|&uid| uid != ours) {
+                return Err(Error::ForeignListener {
+                    path: self.path.clone(),
+                    uid,
+                    ours,
+                });
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = stream;
+        Ok(())
     }
 
     /// Listens, tokio flavour. Must be called inside a tokio runtime.

@@ -43,6 +43,12 @@ pub enum Error {
         len: usize,
         max: usize,
     },
+    #[error(
+        "{path} is served by a process of uid {uid}, not of uid {ours} who runs this command: \
+         mate does not send its token to another user. Someone else owns or replaced the \
+         socket; check who owns the state dir (`ls -la`), or use a state dir of your own"
+    )]
+    ForeignListener { path: PathBuf, uid: u32, ours: u32 },
     #[error("invalid auth token: {0}")]
     BadToken(String),
 }

@@ -123,6 +123,8 @@ pub enum Rejection {
     BadToken,
     WrongRole { role: Role },
     Malformed,
+    /// The supervisor serves as many clients as it allows at once; try again later.
+    Busy { limit: u32 },
 }
 
 impl fmt::Display for Rejection {
@@ -140,6 +142,11 @@ impl fmt::Display for Rejection {
             ),
             Rejection::WrongRole { role } => write!(f, "a {role} is not accepted here"),
             Rejection::Malformed => f.write_str("malformed hello"),
+            Rejection::Busy { limit } => write!(
+                f,
+                "the supervisor already serves {limit} clients, its limit (consoles, \
+                 `ctl events --follow`, or a flood of connections); close some or try again"
+            ),
         }
     }
 }

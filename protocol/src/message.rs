@@ -952,4 +952,10 @@ pub enum EventKind {
         reason: String,
     },
     Stopped,
+    /// A completed turn could not be written to the transcript (a full disk, say); it is
+    /// kept in memory, with `unsaved` turns in all, and written with the next turn.
+    TurnNotSaved {
+        turn: u64,
+        unsaved: u64,
+    },
 }

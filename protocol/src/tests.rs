@@ -370,6 +370,16 @@ fn reply_samples() -> Vec<Reply> {
             },
             message: "restarting in 200 ms".into(),
         }),
+        Reply::Event(Event {
+            at_ms: 1_700_000_000_000,
+            level: Level::Error,
+            worker: None,
+            kind: EventKind::TurnNotSaved {
+                turn: 7,
+                unsaved: 2,
+            },
+            message: "turn 7 is not saved yet".into(),
+        }),
     ]
 }
 
@@ -380,6 +390,7 @@ fn hello_reply_samples() -> Vec<HelloReply> {
             pid: 77,
         },
         HelloReply::Rejected(Rejection::VersionMismatch { ours: 1, theirs: 2 }),
+        HelloReply::Rejected(Rejection::Busy { limit: 128 }),
     ]
 }
 

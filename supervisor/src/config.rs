@@ -352,7 +352,7 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
     Ok(Settings {
         threads: llm.threads.unwrap_or(0),
         llm: options,
-        policy: policy(&file.supervisor),
+        policy: policy(&file.supervisor)?,
         chat: chat(file.chat),
         gpu: gpu(overrides, file.gpu, file.profiles)?,
         unity: unity(file.unity)?,
@@ -375,33 +375,56 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
     })
 }
 
-fn policy(c: &SupervisorConfig) -> Policy {
+/// `[supervisor]` with every value checked against its valid range: a nonsense setting
+/// (a zero heartbeat, a shrinking backoff, no restarts allowed) is refused with the range,
+/// never quietly changed.
+fn policy(c: &SupervisorConfig) -> Result<Policy, ConfigError> {
     let d = Policy::default();
     // At most a day each, so no arithmetic on instants can overflow.
-    let day = Duration::from_secs(86_400);
-    let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis).min(day);
-    let s = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs).min(day);
-    Policy {
-        heartbeat: ms(c.heartbeat_ms, d.heartbeat).max(Duration::from_millis(10)),
-        missed_heartbeats: c
-            .missed_heartbeats
-            .unwrap_or(d.missed_heartbeats)
-            .clamp(1, 1000),
-        stall: s(c.stall_s, d.stall),
-        start_deadline: s(c.start_deadline_s, d.start_deadline),
-        grace: ms(c.shutdown_grace_ms, d.grace),
-        backoff: Backoff {
-            initial: ms(c.backoff_initial_ms, d.backoff.initial),
-            factor: c
-                .backoff_factor
-                .unwrap_or(d.backoff.factor)
-                .clamp(1.0, 100.0),
-            max: ms(c.backoff_max_ms, d.backoff.max),
-            reset_after: s(c.backoff_reset_s, d.backoff.reset_after),
-        },
-        intensity: c.restart_intensity.unwrap_or(d.intensity),
-        period: s(c.restart_period_s, d.period),
+    const DAY_S: u64 = 86_400;
+    let ms = |name, v: Option<u64>, min: u64, default: Duration| {
+        in_range(name, v, min, DAY_S * 1000).map(|v| v.map_or(default, Duration::from_millis))
+    };
+    let s = |name, v: Option<u64>, min: u64, default: Duration| {
+        in_range(name, v, min, DAY_S).map(|v| v.map_or(default, Duration::from_secs))
+    };
+    let factor = c.backoff_factor.unwrap_or(d.backoff.factor);
+    if !(1.0..=100.0).contains(&factor) {
+        return Err(invalid_policy("backoff_factor", factor, 1, 100));
     }
+    Ok(Policy {
+        heartbeat: ms("heartbeat_ms", c.heartbeat_ms, 10, d.heartbeat)?,
+        missed_heartbeats: in_range("missed_heartbeats", c.missed_heartbeats, 1, 1000)?
+            .unwrap_or(d.missed_heartbeats),
+        stall: s("stall_s", c.stall_s, 1, d.stall)?,
+        start_deadline: s("start_deadline_s", c.start_deadline_s, 1, d.start_deadline)?,
+        grace: ms("shutdown_grace_ms", c.shutdown_grace_ms, 0, d.grace)?,
+        backoff: Backoff {
+            initial: ms("backoff_initial_ms", c.backoff_initial_ms, 0, d.backoff.initial)?,
+            factor,
+            max: ms("backoff_max_ms", c.backoff_max_ms, 0, d.backoff.max)?,
+            reset_after: s("backoff_reset_s", c.backoff_reset_s, 0, d.backoff.reset_after)?,
+        },
+        intensity: in_range("restart_intensity", c.restart_intensity, 1, 1_000_000)?
+            .unwrap_or(d.intensity),
+        period: s("restart_period_s", c.restart_period_s, 1, d.period)?,
+    })
+}
+
+fn in_range<T>(name: &str, v: Option<T>, min: u64, max: u64) -> Result<Option<T>, ConfigError>
+where
+    T: Copy + Into<u64> + std::fmt::Display,
+{
+    match v {
+        Some(x) if !(min..=max).contains(&x.into()) => Err(invalid_policy(name, x, min, max)),
+        v => Ok(v),
+    }
+}
+
+fn invalid_policy(name: &str, v: impl std::fmt::Display, min: u64, max: u64) -> ConfigError {
+    ConfigError::Invalid(format!(
+        "[supervisor] {name} = {v} is out of range: it must be between {min} and {max}"
+    ))
 }
 
 fn gpu(
@@ -691,6 +714,27 @@ mod tests {
             let file = parse(bad, Path::new("c.toml")).expect("parse");
             let err = resolve(&Overrides::default(), file).expect_err(bad);
             assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn nonsense_supervisor_settings_are_refused_with_their_range() {
+        for (bad, range) in [
+            ("heartbeat_ms = 0", "between 10 and"),
+            ("backoff_factor = -2.0", "between 1 and 100"),
+            ("backoff_factor = nan", "between 1 and 100"),
+            ("restart_intensity = 0", "between 1 and 1000000"),
+            ("missed_heartbeats = 0", "between 1 and 1000"),
+            ("restart_period_s = 0", "between 1 and 86400"),
+            ("shutdown_grace_ms = 100000000000", "between 0 and 86400000"),
+        ] {
+            let text = format!("[supervisor]\n{bad}\n");
+            let file = parse(&text, Path::new("c.toml")).expect("parse");
+            let err = resolve(&Overrides::default(), file).expect_err(bad);
+            let message = err.to_string();
+            let name = bad.split(' ').next().unwrap_or_default();
+            assert!(message.contains(name), "{bad}: {message}");
+            assert!(message.contains(range), "{bad}: {message}");
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::{
     collections::VecDeque,
-    fs::{File, OpenOptions},
+    fs::File,
     io::Write as _,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -17,10 +17,14 @@ use mate_protocol::{Event, EventKind, Level, Reply, WorkerKind};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::statedir::open_private;
+
 /// Events kept in memory (and read back from the file at start).
 pub const KEEP: usize = 1000;
 /// The file is rotated past this size.
 pub const ROTATE_BYTES: u64 = 8 << 20;
+/// Longest message an event keeps, in bytes (a 60 KB avatar path is cut, not kept 1000 times).
+pub const MAX_MESSAGE: usize = 1024;
 /// At most one "client rejected" event per this period; the rest are counted.
 const REJECTION_PERIOD: Duration = Duration::from_secs(1);
 
@@ -53,18 +57,26 @@ impl Journal {
 
     /// Opens the journal, reading back the last [`KEEP`] events of earlier runs.
     pub fn open(path: PathBuf) -> Journal {
+        let text = std::fs::read(&path).unwrap_or_default();
+        // A torn last line (a crash or a full disk mid-write) is cut off, so the next event
+        // starts a line of its own instead of being glued to it.
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let torn = text.len() - whole;
         // Only the newest lines are parsed: a full file holds tens of thousands.
-        let mut recent: VecDeque<Event> = std::fs::read_to_string(&path)
-            .map(|text| {
-                text.lines()
-                    .rev()
-                    .filter_map(|line| serde_json::from_str(line).ok())
-                    .take(KEEP)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut recent: VecDeque<Event> = String::from_utf8_lossy(&text[..whole])
+            .lines()
+            .rev()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .take(KEEP)
+            .collect();
         recent.make_contiguous().reverse();
-        let file = OpenOptions::new().create(true).append(true).open(&path);
+        let file = open_private(&path, true).and_then(|f| {
+            if torn > 0 {
+                f.set_len(whole as u64)?;
+                warn!(path = %path.display(), bytes = torn, "cut off a torn last line");
+            }
+            Ok(f)
+        });
         let (file, written) = match file {
             Ok(f) => {
                 let len = f.metadata().map_or(0, |m| m.len());
@@ -93,12 +105,14 @@ impl Journal {
         kind: EventKind,
         message: impl Into<String>,
     ) -> Event {
+        let mut message = message.into();
+        cap(&mut message, MAX_MESSAGE);
         let event = Event {
             at_ms: now_ms(),
             level,
             worker,
             kind,
-            message: message.into(),
+            message,
         };
         match level {
             Level::Info => info!(worker = ?worker, "{}", event.message),
@@ -156,8 +170,14 @@ impl Journal {
             return;
         };
         line.push('\n');
+        // One write per event; if it fails partway (a full disk), the part that made it is
+        // taken back, so the file only ever holds whole lines.
         if let Err(e) = file.write_all(line.as_bytes()) {
             warn!(error = %e, "cannot append to the event journal");
+            if let Err(e) = file.set_len(self.written) {
+                warn!(error = %e, "cannot take back a partial journal line; closing the file");
+                self.file = None;
+            }
             return;
         }
         self.written += line.len() as u64;
@@ -172,13 +192,22 @@ impl Journal {
         if let Err(e) = std::fs::rename(&self.path, &old) {
             warn!(error = %e, "cannot rotate the event journal");
         }
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .ok();
+        self.file = open_private(&self.path, true).ok();
         self.written = 0;
     }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut with `…`.
+fn cap(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
 }
 
 #[cfg(test)]
@@ -225,5 +254,46 @@ mod tests {
         }
         assert_eq!(j.recent().count(), 1);
         assert_eq!(j.rejections.suppressed, 499);
+    }
+
+    #[tokio::test]
+    async fn messages_are_capped_in_memory_and_on_disk() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = Journal::path_in(dir.path());
+        let mut j = Journal::open(path.clone());
+        let long = format!("ctl: avatar load {}", "é".repeat(30_000));
+        for _ in 0..50 {
+            j.record(Level::Info, None, EventKind::Notice, long.clone());
+        }
+        assert!(j.recent().all(|e| e.message.len() <= MAX_MESSAGE));
+        assert!(j.recent().all(|e| e.message.ends_with('…')));
+        let size = std::fs::metadata(&path).expect("meta").len();
+        assert!(size < 50 * 2 * MAX_MESSAGE as u64, "{size} bytes on disk");
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_cut_off_at_start_and_the_next_event_is_a_line_of_its_own() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = Journal::path_in(dir.path());
+        let mut j = Journal::open(path.clone());
+        j.record(Level::Info, None, EventKind::Stopped, "first");
+        drop(j);
+        // What a full disk left: half an event, no newline.
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.push_str(r#"{"at_ms":1,"level":"info","worker":null,"kind":"#);
+        std::fs::write(&path, &text).expect("write");
+
+        let mut j = Journal::open(path.clone());
+        assert_eq!(j.recent().count(), 1);
+        j.record(Level::Info, None, EventKind::Stopped, "second");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<Event> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is an event"))
+            .collect();
+        assert_eq!(
+            lines.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
     }
 }

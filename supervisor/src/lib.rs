@@ -17,4 +17,5 @@ pub mod policy;
 pub mod pressure;
 pub mod server;
 pub mod session;
+pub mod statedir;
 pub mod supervisor;

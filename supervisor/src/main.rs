@@ -10,9 +10,11 @@ use mate::{
     ctl::{self, CtlError},
     logging,
     model::{self, ModelError, Progress, DEFAULT_MODEL},
-    supervisor,
+    statedir, supervisor,
 };
-use mate_protocol::{AvatarCommand, Fault, Reply, Request, StatusReport, WorkerKind};
+use mate_protocol::{
+    AvatarCommand, EventKind, Fault, Reply, Request, StatusReport, WorkerKind,
+};
 use mate_worker_bridge::sim::{Sim, SimOptions};
 
 /// Documented exit codes (README, "Exit codes").
@@ -21,6 +23,8 @@ mod exit {
     pub const NO_SUPERVISOR: u8 = 3;
     pub const MODEL: u8 = 4;
     pub const ALREADY_RUNNING: u8 = 5;
+    /// The supervisor is there but too busy to answer (a flood of connections): try again.
+    pub const BUSY: u8 = 6;
     /// A chat reply cancelled with Ctrl-C (128 + SIGINT, as shells report it).
     pub const CANCELLED: u8 = 130;
 }
@@ -369,6 +373,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
             Some(CtlError::NotRunning { .. })
         ) {
             exit::NO_SUPERVISOR
+        } else if matches!(error.downcast_ref::<CtlError>(), Some(CtlError::Busy { .. })) {
+            exit::BUSY
         } else {
             exit::ERROR
         };
@@ -431,6 +437,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
 }
 
 fn up(settings: Settings, demo: bool) -> Result<(), Failure> {
+    // Before anything is written there (the log first).
+    statedir::secure(&settings.state_dir)?;
     // Refuse before fetching or hashing a model; the state-dir lock decides for sure.
     if mate_protocol::Endpoint::for_state_dir(&settings.state_dir).is_live() {
         return Err(supervisor::AlreadyRunning {
@@ -507,13 +515,9 @@ fn run(global: &GlobalArgs, args: &UpArgs) -> Result<(), Failure> {
     if !mate_protocol::Endpoint::for_state_dir(dir).is_live() {
         // Fetched here, where its progress can be seen.
         let model = resolve_model(&settings)?;
-        let logs = dir.join("logs");
-        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-        let out_path = logs.join("mate-up.out");
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&out_path)
+        statedir::secure(dir)?;
+        let out_path = dir.join("logs").join("mate-up.out");
+        let out = statedir::open_private(&out_path, true)
             .with_context(|| format!("opening {}", out_path.display()))?;
         let mut cmd = std::process::Command::new(
             std::env::current_exe().context("locating the mate executable")?,
@@ -774,6 +778,9 @@ fn chat(dir: &std::path::Path, text: Vec<String>, json: bool) -> Result<(), Fail
         }
     }
     let mut stdout = std::io::stdout().lock();
+    // A terminal shows the model's control characters instead of obeying them; a pipe gets
+    // the text exactly as the model wrote it.
+    let terminal = std::io::IsTerminal::is_terminal(&stdout);
     let mut outcome: Result<(), Failure> = Err(anyhow::anyhow!(
         "the supervisor closed the connection before the reply was complete"
     )
@@ -789,7 +796,12 @@ fn chat(dir: &std::path::Path, text: Vec<String>, json: bool) -> Result<(), Fail
         match reply {
             Reply::Chunk { text } => {
                 if !json {
-                    let _ = write!(stdout, "{text}");
+                    let shown = if terminal {
+                        ctl::visible_controls(&text)
+                    } else {
+                        text.as_str().into()
+                    };
+                    let _ = write!(stdout, "{shown}");
                     let _ = stdout.flush();
                     at_line_start = text.ends_with('\n');
                 }
@@ -798,7 +810,12 @@ fn chat(dir: &std::path::Path, text: Vec<String>, json: bool) -> Result<(), Fail
             Reply::Event(event) => {
                 if !json {
                     let newline = if at_line_start { "" } else { "\n" };
-                    eprintln!("{newline}mate: [{}]", event.message);
+                    let message = ctl::visible_controls(&event.message);
+                    if matches!(event.kind, EventKind::TurnNotSaved { .. }) {
+                        eprintln!("{newline}mate: warning: {message}");
+                    } else {
+                        eprintln!("{newline}mate: [{message}]");
+                    }
                     at_line_start = true;
                 }
                 true
@@ -981,6 +998,8 @@ fn print_status(report: &StatusReport) {
 }
 
 fn run_worker(kind: WorkerKind, endpoint: PathBuf) -> Result<(), Failure> {
+    // What it writes (logs, KV snapshots) is private like the rest of the state dir.
+    statedir::private_umask();
     if let Ok(state_dir) = std::env::var("MATE_STATE_DIR") {
         let filter = std::env::var("MATE_LOG").unwrap_or_else(|_| "info".into());
         let _ = logging::init(state_dir.as_ref(), &format!("worker-{kind}"), &filter);

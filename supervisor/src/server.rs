@@ -5,9 +5,15 @@
 //! peer's user id must be ours (Linux/BSD, from the socket itself; the socket file is 0600 in
 //! a 0700 directory anyway), the `Hello` must arrive within [`HELLO_DEADLINE`] with the right
 //! magic and version, and its token must be the control token (clients) or the one-time token
-//! of the worker the supervisor is waiting for (also checked against the spawned pid). At most
-//! [`MAX_CONNECTIONS`] connections are served at once; beyond that, new ones are closed at
-//! once. Whatever a peer sends, the worst outcome is that its own connection is dropped.
+//! of the worker the supervisor is waiting for (also checked against the spawned pid).
+//!
+//! A flood of connections must not keep anyone out who matters. A process the supervisor
+//! spawned (known by its pid) is served at once, outside every limit. Everyone else waits
+//! for its hello in a pool of [`MAX_PENDING`] where a newcomer closes the oldest, so silent
+//! connections only evict each other while a real client, which says hello at once, gets
+//! through. At most [`MAX_CONNECTIONS`] clients are served at once; one more is told
+//! [`Rejection::Busy`], which `mate ctl` reports as "busy", not as "not running". Whatever a
+//! peer sends, the worst outcome is that its own connection is dropped.
 
 use std::{
     collections::HashMap,
@@ -20,13 +26,18 @@ use mate_protocol::{
     async_io, handshake::HELLO_DEADLINE, AuthToken, FromWorker, Hello, Limit, Rejection, Reply,
     Request, Role, ToWorker, WorkerKind,
 };
-use tokio::{io::BufReader, sync::mpsc};
+use tokio::{
+    io::BufReader,
+    sync::{mpsc, oneshot},
+};
 use tracing::{debug, warn};
 
 use crate::supervisor::Event;
 
-/// Connections served at once (clients and workers together).
+/// Clients served at once (workers are not counted: they never compete with clients).
 pub const MAX_CONNECTIONS: usize = 128;
+/// Connections waiting for their `Hello` at once; a newer one closes the oldest.
+pub const MAX_PENDING: usize = 64;
 /// Replies queued for one client; a client that falls further behind is dropped.
 pub const CLIENT_QUEUE: usize = 4096;
 
@@ -114,6 +125,13 @@ impl Auth {
         }
     }
 
+    /// True when `pid` is a worker process the supervisor spawned and is waiting for.
+    pub fn is_spawned(&self, pid: u32) -> bool {
+        lock(&self.workers)
+            .values()
+            .any(|e| e.pid == Some(pid))
+    }
+
     /// The process is gone: its token must not admit anyone.
     pub fn forget(&self, kind: WorkerKind, generation: u64) {
         let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -127,17 +145,33 @@ impl Auth {
 }
 
 pub async fn accept_loop(listener: Listener, auth: Arc<Auth>, events: mpsc::Sender<Event>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let clients = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let pending = Arc::new(Mutex::new(Pending::default()));
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    drop(stream);
-                    let _ = events.try_send(Event::Rejected("too many connections".into()));
-                    continue;
+                let (uid, pid) = peer(&stream);
+                // A process the supervisor spawned with a worker token skips the queue: no
+                // number of connections that never say hello can keep a worker out.
+                let spawned = pid.is_some_and(|pid| auth.is_spawned(pid));
+                let evicted = if spawned {
+                    None
+                } else {
+                    let (id, evicted) = lock(&pending).admit();
+                    Some((id, evicted))
                 };
-                let (auth, events) = (auth.clone(), events.clone());
-                tokio::spawn(serve_connection(stream, auth, events, slot));
+                let conn = Conn {
+                    uid,
+                    pid,
+                    auth: auth.clone(),
+                    events: events.clone(),
+                    clients: clients.clone(),
+                    pending: pending.clone(),
+                };
+                tokio::spawn(conn.serve(stream, evicted));
+                // Lets the new connection read a hello that is already there before the next
+                // accept can evict it (a spawned task runs next on this thread).
+                tokio::task::yield_now().await;
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off rather than spin.
@@ -148,7 +182,40 @@ pub async fn accept_loop(listener: Listener, auth: Arc<Auth>, events: mpsc::Send
     }
 }
 
-/// The uid of the peer, where the platform can tell.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Connections that have not said hello yet, oldest first. When [`MAX_PENDING`] wait, the
+/// oldest is closed to make room: a peer that says hello at once (every mate client does,
+/// within a millisecond) gets through a flood of silent connections, which only ever evict
+/// each other.
+#[derive(Debug, Default)]
+struct Pending {
+    next_id: u64,
+    waiting: std::collections::BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+impl Pending {
+    /// Registers a new connection; the receiver fires (or closes) when it is evicted.
+    fn admit(&mut self) -> (u64, oneshot::Receiver<()>) {
+        if self.waiting.len() >= MAX_PENDING {
+            // Dropping the sender closes the oldest's receiver: it gives up.
+            self.waiting.pop_first();
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let (tx, rx) = oneshot::channel();
+        self.waiting.insert(id, tx);
+        (id, rx)
+    }
+
+    fn done(&mut self, id: u64) {
+        self.waiting.remove(&id);
+    }
+}
+
+/// The peer's uid and pid, where the platform can tell.
 fn peer(stream: &Stream) -> (Option<u32>, Option<u32>) {
     match stream.peer_creds() {
         Ok(creds) => {
@@ -162,64 +229,114 @@ fn peer(stream: &Stream) -> (Option<u32>, Option<u32>) {
     }
 }
 
-/// Serves one connection; `slot` counts it against [`MAX_CONNECTIONS`] until it is known to
-/// be a worker the supervisor spawned (so attached clients can never crowd workers out).
-async fn serve_connection(
-    stream: Stream,
+/// One accepted connection and what serving it needs.
+struct Conn {
+    uid: Option<u32>,
+    pid: Option<u32>,
     auth: Arc<Auth>,
     events: mpsc::Sender<Event>,
-    slot: tokio::sync::OwnedSemaphorePermit,
-) {
-    let (uid, pid) = peer(&stream);
-    #[cfg(unix)]
-    if let Some(uid) = uid {
-        let ours = rustix::process::geteuid().as_raw();
-        if uid != ours {
-            let _ = events.try_send(Event::Rejected(format!(
-                "connection from uid {uid} (mate only talks to its own user, uid {ours})"
-            )));
-            return;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = uid;
-    let stream = Arc::new(stream);
-    let mut admitted = None;
-    let hello = async_io::server_handshake(&mut &*stream, HELLO_DEADLINE, |h| {
-        auth.verify(h, pid).map(|a| admitted = Some(a))
-    })
-    .await;
-    let (hello, admitted) = match (hello, admitted) {
-        (Ok(hello), Some(admitted)) => (hello, admitted),
-        // Connected and left without a word: a liveness probe (`mate up` does one).
-        (Err(e), _) if e.is_disconnect() => return,
-        (Err(e), _) => {
-            let _ = events.try_send(Event::Rejected(format!("handshake failed: {e}")));
-            return;
-        }
-        (Ok(_), None) => return,
-    };
-    debug!(role = %hello.role, pid = hello.pid, "connected");
-    let result = match admitted {
-        Admitted::Worker { kind, generation } => {
-            drop(slot);
-            serve_worker(kind, generation, stream, events).await
-        }
-        Admitted::Client => {
-            if hello.role == Role::Tui {
-                let _ = events
-                    .send(Event::ClientAttached {
-                        role: hello.role,
-                        pid: hello.pid,
-                    })
-                    .await;
+    /// Client slots: at most [`MAX_CONNECTIONS`] clients are served at once; workers never
+    /// take one.
+    clients: Arc<tokio::sync::Semaphore>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+impl Conn {
+    /// Serves one connection; `evicted` (absent for a spawned worker) ends the wait for its
+    /// hello when newer connections need the room.
+    async fn serve(self, stream: Stream, evicted: Option<(u64, oneshot::Receiver<()>)>) {
+        let Conn {
+            uid,
+            pid,
+            auth,
+            events,
+            clients,
+            pending,
+        } = self;
+        #[cfg(unix)]
+        if let Some(uid) = uid {
+            let ours = rustix::process::geteuid().as_raw();
+            if uid != ours {
+                let _ = events.try_send(Event::Rejected(format!(
+                    "connection from uid {uid} (mate only talks to its own user, uid {ours})"
+                )));
+                if let Some((id, _)) = evicted {
+                    lock(&pending).done(id);
+                }
+                return;
             }
-            serve_client(stream, hello.pid, events).await
         }
-    };
-    if let Err(e) = result {
-        if !e.is_disconnect() {
-            warn!(role = %hello.role, pid = hello.pid, error = %e, "dropping connection");
+        #[cfg(not(unix))]
+        let _ = uid;
+        let stream = Arc::new(stream);
+        let mut admitted = None;
+        let mut slot = None;
+        let mut io = &*stream;
+        let handshake = async_io::server_handshake(&mut io, HELLO_DEADLINE, |h| {
+            let who = auth.verify(h, pid)?;
+            if who == Admitted::Client {
+                let Ok(permit) = clients.clone().try_acquire_owned() else {
+                    return Err(Rejection::Busy {
+                        limit: MAX_CONNECTIONS as u32,
+                    });
+                };
+                slot = Some(permit);
+            }
+            admitted = Some(who);
+            Ok(())
+        });
+        let hello = match evicted {
+            Some((id, evicted)) => {
+                let outcome = tokio::select! {
+                    hello = handshake => Some(hello),
+                    _ = evicted => None,
+                };
+                lock(&pending).done(id);
+                match outcome {
+                    Some(hello) => hello,
+                    None => {
+                        let _ = events.try_send(Event::Rejected(
+                            "too many connections waiting to say hello; the oldest was closed"
+                                .into(),
+                        ));
+                        return;
+                    }
+                }
+            }
+            None => handshake.await,
+        };
+        let (hello, admitted) = match (hello, admitted) {
+            (Ok(hello), Some(admitted)) => (hello, admitted),
+            // Connected and left without a word: a liveness probe (`mate up` does one).
+            (Err(e), _) if e.is_disconnect() => return,
+            (Err(e), _) => {
+                let _ = events.try_send(Event::Rejected(format!("handshake failed: {e}")));
+                return;
+            }
+            (Ok(_), None) => return,
+        };
+        debug!(role = %hello.role, pid = hello.pid, "connected");
+        let result = match admitted {
+            Admitted::Worker { kind, generation } => {
+                serve_worker(kind, generation, stream, events).await
+            }
+            Admitted::Client => {
+                if hello.role == Role::Tui {
+                    let _ = events
+                        .send(Event::ClientAttached {
+                            role: hello.role,
+                            pid: hello.pid,
+                        })
+                        .await;
+                }
+                serve_client(stream, hello.pid, events).await
+            }
+        };
+        drop(slot);
+        if let Err(e) = result {
+            if !e.is_disconnect() {
+                warn!(role = %hello.role, pid = hello.pid, error = %e, "dropping connection");
+            }
         }
     }
 }

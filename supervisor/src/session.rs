@@ -8,7 +8,7 @@
 //! in memory and is written with the next one.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{Read as _, Seek as _, SeekFrom, Write as _},
     path::{Path, PathBuf},
 };
@@ -118,10 +118,7 @@ impl Transcript {
         if torn {
             repairs.cut_bytes = tail.len() as u64;
             skipped_at.retain(|&at| at <= good_end);
-            OpenOptions::new()
-                .write(true)
-                .open(&path)?
-                .set_len(good_end as u64)?;
+            crate::statedir::open_private(&path, false)?.set_len(good_end as u64)?;
             warn!(
                 path = %path.display(),
                 bytes = tail.len(),
@@ -202,10 +199,7 @@ impl Transcript {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut file = crate::statedir::open_private(&self.path, true)?;
         let before = file.seek(SeekFrom::End(0))?;
         let written = file
             .write_all(text.as_bytes())

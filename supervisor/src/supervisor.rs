@@ -47,7 +47,7 @@ use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::Settings,
@@ -168,6 +168,15 @@ struct Worker {
     history: Restarts,
     restart_at: Option<Instant>,
     vitals: WorkerVitals,
+    /// `ctl stop` and `ctl start` clients answered when the current process has exited.
+    waiters: Vec<(Awaited, mpsc::Sender<Reply>)>,
+}
+
+/// What a client waits for when its command has to wait for a process to exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaited {
+    Stopped,
+    Started,
 }
 
 impl Worker {
@@ -183,6 +192,7 @@ impl Worker {
             history: Restarts::default(),
             restart_at: None,
             vitals: WorkerVitals::default(),
+            waiters: Vec::new(),
         }
     }
 
@@ -287,12 +297,7 @@ impl StateLock {
         mate_protocol::endpoint::private_dir(&run)
             .with_context(|| format!("creating {}", run.display()))?;
         let path = run.join(LOCK_FILE);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        let mut file = crate::statedir::open_private(&path, false)
             .with_context(|| format!("opening {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => {}
@@ -328,6 +333,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // Before anything is created in the state dir: a broken scenario file leaves nothing behind.
     let (probe, gpu) = gpu::first_look(&opts.settings.gpu.choice).map_err(anyhow::Error::msg)?;
     let lock = StateLock::acquire(&state_dir)?;
+    // No worker runs on this state dir now: half-written snapshots of earlier ones can go.
+    remove_interrupted_writes(&state_dir);
     let endpoint = Endpoint::for_state_dir(&state_dir);
     let listener = endpoint.listen_tokio()?;
     let auth = Arc::new(Auth::new(AuthToken::generate()?));
@@ -360,6 +367,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             () = tokio::time::sleep_until(deadline) => sup.tick(),
         }
     }
+    // Every worker has exited: a snapshot the LLM worker was writing when its grace period
+    // ended is only a partial file.
+    remove_interrupted_writes(&state_dir);
     sup.journal
         .record(Level::Info, None, EventKind::Stopped, "supervisor stopped");
     accept.abort();
@@ -649,10 +659,8 @@ impl Supervisor {
         let logs = state_dir.join("logs");
         std::fs::create_dir_all(&logs)?;
         let log_starts = worker_logs(state_dir, kind).map(|p| file_len(&p));
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(logs.join(format!("worker-{kind}.stderr.log")))?;
+        let stderr =
+            crate::statedir::open_private(&logs.join(format!("worker-{kind}.stderr.log")), true)?;
         self.auth.expect_worker(kind, token.clone(), generation);
         // Spawned from this task's thread, a runtime worker thread that lives as long as the
         // supervisor: the children's parent-death signal fires when the spawning thread exits.
@@ -964,6 +972,31 @@ impl Supervisor {
                 let logs = (!p.killed).then_some(&p.log_starts);
                 self.after_crash(kind, status, ran_for, logs)
             }
+        }
+        self.answer_waiters(kind);
+    }
+
+    /// The process clients waited for has exited: a stop is done, and a start is done when a
+    /// new process runs.
+    fn answer_waiters(&mut self, kind: WorkerKind) {
+        let stopping = self.stopping;
+        let w = self.worker(kind);
+        for (awaited, client) in std::mem::take(&mut w.waiters) {
+            let reply = match awaited {
+                Awaited::Stopped => Reply::Ok,
+                Awaited::Started if w.process.is_some() => Reply::Ok,
+                Awaited::Started => Reply::Error {
+                    message: if stopping {
+                        "the supervisor is shutting down".into()
+                    } else {
+                        format!(
+                            "the {kind} worker did not start: {}",
+                            w.last_error.as_deref().unwrap_or(w.state.as_str())
+                        )
+                    },
+                },
+            };
+            let _ = client.try_send(reply);
         }
     }
 
@@ -1596,18 +1629,23 @@ impl Supervisor {
         };
         if let Err(e) = self.transcript.push(record) {
             let path = Transcript::path_in(&self.opts.settings.state_dir);
-            let unsaved = self.transcript.unsaved();
-            self.record(
+            let unsaved = self.transcript.unsaved() as u64;
+            let event = self.journal.record(
                 Level::Error,
                 None,
-                EventKind::Notice,
+                EventKind::TurnNotSaved {
+                    turn: number,
+                    unsaved,
+                },
                 format!(
-                    "cannot save turn {number} to {}: {e}. {unsaved} turns are kept in memory \
-                     and written with the next turn; free disk space (or fix the permissions) \
-                     to keep them",
+                    "turn {number} is not saved: cannot write {}: {e}. {unsaved} turns are kept \
+                     in memory and written with the next turn; free disk space (or fix the \
+                     permissions) before the supervisor stops, or they are lost",
                     path.display()
                 ),
             );
+            // The client whose turn it is hears it, not only the journal's followers.
+            turn.tell(Reply::Event(event));
         }
         turn.tell(Reply::ChatDone { stats });
     }
@@ -1738,11 +1776,19 @@ impl Supervisor {
                 Ok(Some(Reply::Ok))
             }
             Request::Restart { worker, profile } => self.restart(worker, profile),
+            // Answered once it is true: a stop when the process has exited, a start that had
+            // to wait for a stopping process when the new one runs.
             Request::Stop { worker } => {
                 self.stop_worker(worker);
-                Ok(Some(Reply::Ok))
+                Ok(self.answer_when_exited(worker, Awaited::Stopped, &reply))
             }
-            Request::Start { worker } => self.start_worker(worker),
+            Request::Start { worker } => self.start_worker(worker).map(|waits| {
+                if waits {
+                    self.answer_when_exited(worker, Awaited::Started, &reply)
+                } else {
+                    Some(Reply::Ok)
+                }
+            }),
             Request::SetProfile { name } => self.set_profile(name),
             Request::Inject { worker, fault } => {
                 let sent = self
@@ -1892,20 +1938,51 @@ impl Supervisor {
         }
     }
 
-    fn start_worker(&mut self, kind: WorkerKind) -> Result<Option<Reply>, String> {
+    /// `Ok(true)` when the start waits for the current process to exit (it was being
+    /// stopped: the start wins, and a new process follows the old one).
+    fn start_worker(&mut self, kind: WorkerKind) -> Result<bool, String> {
         if self.stopping {
             return Err("the supervisor is shutting down".into());
         }
         let w = self.worker(kind);
-        if w.process.is_none() {
-            w.history.clear();
-            w.last_error = None;
-            if w.generation > 0 {
-                w.restarts += 1;
+        w.history.clear();
+        match &mut w.process {
+            Some(p) if matches!(p.intent, Intent::Stop | Intent::Fail(_)) => {
+                p.intent = Intent::Restart;
+                Ok(true)
             }
-            self.spawn(kind);
+            // Running, starting, or already restarting.
+            Some(_) => Ok(false),
+            None => {
+                w.last_error = None;
+                if w.generation > 0 {
+                    w.restarts += 1;
+                }
+                self.spawn(kind);
+                let w = self.worker(kind);
+                match (&w.process, &w.last_error) {
+                    (Some(_), _) => Ok(false),
+                    (None, Some(e)) => Err(e.clone()),
+                    (None, None) => Err(format!("the {kind} worker did not start")),
+                }
+            }
         }
-        Ok(Some(Reply::Ok))
+    }
+
+    /// The reply now if the worker has no process left to wait for; otherwise the client is
+    /// answered when it exits.
+    fn answer_when_exited(
+        &mut self,
+        kind: WorkerKind,
+        awaited: Awaited,
+        client: &mpsc::Sender<Reply>,
+    ) -> Option<Reply> {
+        let w = self.worker(kind);
+        if w.process.is_none() {
+            return Some(Reply::Ok);
+        }
+        w.waiters.push((awaited, client.clone()));
+        None
     }
 
     fn set_profile(&mut self, name: String) -> Result<Option<Reply>, String> {
@@ -2170,20 +2247,34 @@ async fn forward_signals(events: mpsc::Sender<Event>) {
 }
 
 /// Writes a secret readable by the owner only.
+/// Removes the `*.tmp` files of `<state>/session`: what a worker was writing (a KV snapshot
+/// is written to a temporary file first, then renamed) when it was killed. Only called while
+/// no worker runs.
+fn remove_interrupted_writes(state_dir: &Path) {
+    let dir = state_dir.join("session");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && path.extension().is_some_and(|e| e == "tmp") {
+            match std::fs::remove_file(&path) {
+                Ok(()) => info!(path = %path.display(), "removed an interrupted write"),
+                Err(e) => warn!(path = %path.display(), error = %e, "cannot remove"),
+            }
+        }
+    }
+}
+
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    // A new file each time: whatever was there (even a link) is replaced, never written through.
     let _ = std::fs::remove_file(path);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(text.as_bytes())
+    crate::statedir::open_private(path, false)?.write_all(text.as_bytes())
 }
 
 #[cfg(test)]
