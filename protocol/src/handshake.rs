@@ -119,12 +119,19 @@ pub enum HelloReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rejection {
     BadMagic,
-    VersionMismatch { ours: u16, theirs: u16 },
+    VersionMismatch {
+        ours: u16,
+        theirs: u16,
+    },
     BadToken,
-    WrongRole { role: Role },
+    WrongRole {
+        role: Role,
+    },
     Malformed,
     /// The supervisor serves as many clients as it allows at once; try again later.
-    Busy { limit: u32 },
+    Busy {
+        limit: u32,
+    },
 }
 
 impl fmt::Display for Rejection {

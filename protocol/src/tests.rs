@@ -423,7 +423,7 @@ fn golden_samples_cover_every_variant() {
     assert_eq!(to_worker_samples().len(), 9);
     assert_eq!(from_worker_samples().len(), 11);
     assert_eq!(request_samples().len(), 12);
-    assert_eq!(reply_samples().len(), 6);
+    assert_eq!(reply_samples().len(), 7);
 }
 
 fn golden_line<T: Serialize + std::fmt::Debug>(ty: &str, msg: &T) -> String {

@@ -400,10 +400,20 @@ fn policy(c: &SupervisorConfig) -> Result<Policy, ConfigError> {
         start_deadline: s("start_deadline_s", c.start_deadline_s, 1, d.start_deadline)?,
         grace: ms("shutdown_grace_ms", c.shutdown_grace_ms, 0, d.grace)?,
         backoff: Backoff {
-            initial: ms("backoff_initial_ms", c.backoff_initial_ms, 0, d.backoff.initial)?,
+            initial: ms(
+                "backoff_initial_ms",
+                c.backoff_initial_ms,
+                0,
+                d.backoff.initial,
+            )?,
             factor,
             max: ms("backoff_max_ms", c.backoff_max_ms, 0, d.backoff.max)?,
-            reset_after: s("backoff_reset_s", c.backoff_reset_s, 0, d.backoff.reset_after)?,
+            reset_after: s(
+                "backoff_reset_s",
+                c.backoff_reset_s,
+                0,
+                d.backoff.reset_after,
+            )?,
         },
         intensity: in_range("restart_intensity", c.restart_intensity, 1, 1_000_000)?
             .unwrap_or(d.intensity),

@@ -12,9 +12,7 @@ use mate::{
     model::{self, ModelError, Progress, DEFAULT_MODEL},
     statedir, supervisor,
 };
-use mate_protocol::{
-    AvatarCommand, EventKind, Fault, Reply, Request, StatusReport, WorkerKind,
-};
+use mate_protocol::{AvatarCommand, EventKind, Fault, Reply, Request, StatusReport, WorkerKind};
 use mate_worker_bridge::sim::{Sim, SimOptions};
 
 /// Documented exit codes (README, "Exit codes").
@@ -373,7 +371,10 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
             Some(CtlError::NotRunning { .. })
         ) {
             exit::NO_SUPERVISOR
-        } else if matches!(error.downcast_ref::<CtlError>(), Some(CtlError::Busy { .. })) {
+        } else if matches!(
+            error.downcast_ref::<CtlError>(),
+            Some(CtlError::Busy { .. })
+        ) {
             exit::BUSY
         } else {
             exit::ERROR

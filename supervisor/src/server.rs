@@ -127,9 +127,7 @@ impl Auth {
 
     /// True when `pid` is a worker process the supervisor spawned and is waiting for.
     pub fn is_spawned(&self, pid: u32) -> bool {
-        lock(&self.workers)
-            .values()
-            .any(|e| e.pid == Some(pid))
+        lock(&self.workers).values().any(|e| e.pid == Some(pid))
     }
 
     /// The process is gone: its token must not admit anyone.

@@ -28,7 +28,11 @@ pub enum StateDirError {
          read the conversation or swap the socket. Use a state dir of your own (--state-dir, \
          MATE_STATE_DIR), or `chown -R {ours} {path}` if it is yours"
     )]
-    NotOurs { path: PathBuf, owner: u32, ours: u32 },
+    NotOurs {
+        path: PathBuf,
+        owner: u32,
+        ours: u32,
+    },
     #[error(
         "{path} is writable by {who} (mode {mode:03o}): they could plant links or swap the \
          socket. `chmod 700 {path}` makes it private"

@@ -1638,7 +1638,7 @@ impl Supervisor {
                     unsaved,
                 },
                 format!(
-                    "turn {number} is not saved: cannot write {}: {e}. {unsaved} turns are kept \
+                    "turn {number} is not saved: cannot write {}: {e}. Unsaved turns ({unsaved}) are kept \
                      in memory and written with the next turn; free disk space (or fix the \
                      permissions) before the supervisor stops, or they are lost",
                     path.display()

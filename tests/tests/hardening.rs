@@ -187,7 +187,10 @@ fn state_files_are_private_whatever_the_umask_and_no_half_snapshot_is_left() {
     chmod(state.path(), 0o755);
     let mut sup = up_under(&state, "umask 022");
     state.wait_running(LIMIT);
-    assert!(!leftover.exists(), "a half-written snapshot is removed at start");
+    assert!(
+        !leftover.exists(),
+        "a half-written snapshot is removed at start"
+    );
     for text in ["Hello there", "How are you?"] {
         let out = state.run(&["ctl", "chat", text], LIMIT);
         assert!(out.status.success(), "chat");
@@ -211,7 +214,12 @@ fn state_files_are_private_whatever_the_umask_and_no_half_snapshot_is_left() {
             if meta.is_dir() {
                 stack.push(path);
             } else {
-                assert_eq!(mode(&path) & 0o077, 0, "{} is readable by others", path.display());
+                assert_eq!(
+                    mode(&path) & 0o077,
+                    0,
+                    "{} is readable by others",
+                    path.display()
+                );
                 assert!(
                     path.extension().is_none_or(|e| e != "tmp"),
                     "{} was left behind",
@@ -258,7 +266,7 @@ fn a_state_dir_others_can_write_or_with_links_is_refused_and_nothing_is_followed
     // Writable by every user.
     let state = StateDir::new();
     chmod(state.path(), 0o777);
-    refused(&state, &model, "writable by every user");
+    refused(&state, &model, "every user (mode 777)");
     assert!(!state.path().join("run").exists(), "nothing created");
 
     // Ours and private, but the log is a link to someone's file.
@@ -294,7 +302,10 @@ fn a_state_dir_others_can_write_or_with_links_is_refused_and_nothing_is_followed
     chmod(state.path(), 0o777);
     chown(state.path(), NOBODY);
     refused(&state, &model, &format!("belongs to uid {NOBODY}"));
-    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "not mate's\n");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "not mate's\n"
+    );
     assert_eq!(mode(&run), 0o777, "their run/ is not chmodded");
     assert!(!run.join("mate.sock").exists(), "no socket in their run/");
 }
@@ -371,7 +382,10 @@ fn stop_then_start_leaves_the_worker_running_and_stop_reports_only_a_done_stop()
     let out = state.run(&["ctl", "stop", "llm"], LIMIT);
     assert!(out.status.success());
     let llm = state.worker("llm").expect("llm");
-    assert_eq!(llm["state"], "Stopped", "stop returned before it was done: {llm}");
+    assert_eq!(
+        llm["state"], "Stopped",
+        "stop returned before it was done: {llm}"
+    );
     assert!(!process_alive(old), "the old process is gone");
     let out = state.run(&["ctl", "start", "llm"], LIMIT);
     assert!(out.status.success());
@@ -388,7 +402,9 @@ fn stop_then_start_leaves_the_worker_running_and_stop_reports_only_a_done_stop()
         .spawn()
         .expect("ctl stop");
     wait_until(LIMIT, "the LLM worker stopping", || {
-        state.worker("llm").is_some_and(|w| w["state"] == "Stopping")
+        state
+            .worker("llm")
+            .is_some_and(|w| w["state"] == "Stopping")
     });
     let started = Instant::now();
     let out = state.run(&["ctl", "start", "llm"], LIMIT);
@@ -397,19 +413,22 @@ fn stop_then_start_leaves_the_worker_running_and_stop_reports_only_a_done_stop()
         "start: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!process_alive(old), "start returned once the old one was gone");
+    assert!(
+        !process_alive(old),
+        "start returned once the old one was gone"
+    );
     let llm = state.worker("llm").expect("llm");
     assert_ne!(llm["pid"].as_u64(), Some(u64::from(old)), "{llm}");
     assert!(
         matches!(llm["state"].as_str(), Some("Starting" | "Running")),
         "{llm}"
     );
-    assert!(wait_output(stop, LIMIT).status.success(), "the stop was done too");
-    state.wait_running(LIMIT);
-    eprintln!(
-        "start waited {:?} for the frozen worker",
-        started.elapsed()
+    assert!(
+        wait_output(stop, LIMIT).status.success(),
+        "the stop was done too"
     );
+    state.wait_running(LIMIT);
+    eprintln!("start waited {:?} for the frozen worker", started.elapsed());
 }
 
 /// The lines of a JSON-lines file; fails on a line that is not JSON (torn or two glued).
@@ -465,7 +484,9 @@ fn a_full_disk_is_reported_to_the_client_and_never_tears_a_journal_line() {
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
     assert!(
-        lines.iter().any(|l| event_kind(&l["Event"]) == "TurnNotSaved"),
+        lines
+            .iter()
+            .any(|l| event_kind(&l["Event"]) == "TurnNotSaved"),
         "{lines:?}"
     );
     // The supervisor is still there, the turns are still in the conversation.
@@ -477,9 +498,11 @@ fn a_full_disk_is_reported_to_the_client_and_never_tears_a_journal_line() {
     assert!((transcript.len() as u64 / 2) < warned);
     let journal = state.path().join("events.jsonl");
     let size = std::fs::metadata(&journal).expect("journal").len();
+    // Whole events only, right up to the limit: the write that did not fit was taken back.
     let events = json_lines(&journal);
+    assert!(!events.is_empty());
     assert!(
-        events.iter().any(|e| event_kind(e) == "TurnNotSaved"),
-        "the journal holds whole events up to the limit ({size} bytes)"
+        size > 6144 - 1500,
+        "the journal reached the limit, where a write fails partway ({size} bytes)"
     );
 }
