@@ -487,6 +487,46 @@ mod tests {
     }
 
     #[test]
+    fn a_newcomer_evicts_the_oldest_silent_connection_and_finished_ones_free_their_place() {
+        let mut pending = Pending::default();
+        let mut waiting: Vec<_> = (0..MAX_PENDING).map(|_| pending.admit()).collect();
+        // One said hello in time: its place is free, so nobody is evicted for the next one.
+        let (done, _) = waiting.remove(10);
+        pending.done(done);
+        let _next = pending.admit();
+        assert!(waiting.iter_mut().all(|(_, rx)| rx
+            .try_recv()
+            .is_err_and(|e| e == oneshot::error::TryRecvError::Empty)));
+        // Full again: the oldest gives way.
+        let _newest = pending.admit();
+        let (_, oldest) = &mut waiting[0];
+        assert_eq!(oldest.try_recv(), Err(oneshot::error::TryRecvError::Closed));
+        let (_, second) = &mut waiting[1];
+        assert_eq!(second.try_recv(), Err(oneshot::error::TryRecvError::Empty));
+        assert_eq!(pending.waiting.len(), MAX_PENDING);
+    }
+
+    #[test]
+    fn a_spawned_worker_is_known_by_its_pid_until_it_has_said_hello() {
+        let (auth, _) = auth();
+        let token = AuthToken::generate().expect("token");
+        auth.expect_worker(WorkerKind::Llm, token.clone(), 1);
+        assert!(
+            !auth.is_spawned(4321),
+            "not before the spawn reported its pid"
+        );
+        auth.spawned(WorkerKind::Llm, 1, Some(4321));
+        assert!(auth.is_spawned(4321));
+        assert!(!auth.is_spawned(4322));
+        let hello = Hello::new(Role::LlmWorker, token);
+        assert!(auth.verify(&hello, Some(4321)).is_ok());
+        assert!(
+            !auth.is_spawned(4321),
+            "its place in the queue is used once"
+        );
+    }
+
+    #[test]
     fn nobody_may_pose_as_a_supervisor() {
         let (auth, control) = auth();
         assert_eq!(

@@ -1945,15 +1945,16 @@ impl Supervisor {
             return Err("the supervisor is shutting down".into());
         }
         let w = self.worker(kind);
-        w.history.clear();
         match &mut w.process {
             Some(p) if matches!(p.intent, Intent::Stop | Intent::Fail(_)) => {
                 p.intent = Intent::Restart;
+                w.history.clear();
                 Ok(true)
             }
             // Running, starting, or already restarting.
             Some(_) => Ok(false),
             None => {
+                w.history.clear();
                 w.last_error = None;
                 if w.generation > 0 {
                     w.restarts += 1;

@@ -137,12 +137,12 @@ fn status_under_flood(state: &StateDir) -> Option<Value> {
 fn a_connection_flood_never_fails_a_worker_and_ctl_says_busy_not_gone() {
     let state = StateDir::new();
     let _sup = state.start_supervisor();
+    let mut pid = state.worker_pid("llm").expect("llm pid");
     let flood = Flood::start(&state.path().join("run/mate.sock"));
 
     // Three crashes of the LLM worker while the flood goes on: each time a new worker gets in
     // (it never competes with connections that have not said hello).
     let mut answered = 0;
-    let mut pid = state.worker_pid("llm").expect("llm pid");
     for _ in 0..3 {
         signal(pid, "KILL");
         let old = pid;
