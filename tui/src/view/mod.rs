@@ -1637,6 +1637,16 @@ mod tests {
         fixture,
     };
 
+    /// insta's `assert_snapshot!`, reading and writing the snapshots in `src/snapshots/`, where
+    /// they were before `view` became a folder (insta looks next to the test's file by default).
+    macro_rules! assert_snapshot {
+        ($($arg:tt)*) => {
+            insta::with_settings!({ snapshot_path => "../snapshots" }, {
+                insta::assert_snapshot!($($arg)*)
+            })
+        };
+    }
+
     fn render(app: &App, width: u16, height: u16) -> Buffer {
         let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
         terminal
@@ -1662,19 +1672,19 @@ mod tests {
 
     #[test]
     fn dashboard_80x24() {
-        insta::assert_snapshot!(screen(&fixture::app(false), 80, 24));
+        assert_snapshot!(screen(&fixture::app(false), 80, 24));
     }
 
     #[test]
     fn dashboard_120x40() {
-        insta::assert_snapshot!(screen(&fixture::app(false), 120, 40));
+        assert_snapshot!(screen(&fixture::app(false), 120, 40));
     }
 
     #[test]
     fn no_color_uses_no_colour_and_reverse_video_for_the_selection() {
         let app = fixture::app(true);
         let buf = render(&app, 80, 24);
-        insta::assert_snapshot!(text(&buf));
+        assert_snapshot!(text(&buf));
         for cell in buf.content() {
             assert_eq!(
                 (cell.fg, cell.bg),
@@ -1706,47 +1716,47 @@ mod tests {
 
     #[test]
     fn minimal_40x10() {
-        insta::assert_snapshot!(screen(&fixture::app(false), 40, 10));
+        assert_snapshot!(screen(&fixture::app(false), 40, 10));
     }
 
     #[test]
     fn too_small_30x8() {
-        insta::assert_snapshot!(screen(&fixture::app(false), 30, 8));
+        assert_snapshot!(screen(&fixture::app(false), 30, 8));
     }
 
     #[test]
     fn without_charts_80x20_and_without_events_80x15() {
         let app = fixture::app(false);
-        insta::assert_snapshot!("text_only_80x20", screen(&app, 80, 20));
-        insta::assert_snapshot!("no_events_80x15", screen(&app, 80, 15));
+        assert_snapshot!("text_only_80x20", screen(&app, 80, 20));
+        assert_snapshot!("no_events_80x15", screen(&app, 80, 15));
     }
 
     #[test]
     fn help_overlay() {
         let mut app = fixture::app(false);
         app.mode = Mode::Help;
-        insta::assert_snapshot!(screen(&app, 80, 24));
+        assert_snapshot!(screen(&app, 80, 24));
     }
 
     #[test]
     fn confirm_dialog() {
         let mut app = fixture::app(false);
         app.mode = Mode::Confirm(Confirm::Restart(WorkerKind::Llm));
-        insta::assert_snapshot!(screen(&app, 80, 24));
+        assert_snapshot!(screen(&app, 80, 24));
     }
 
     #[test]
     fn pick_profile_overlay() {
         let mut app = fixture::app(false);
         app.mode = Mode::PickProfile(2);
-        insta::assert_snapshot!(screen(&app, 80, 24));
+        assert_snapshot!(screen(&app, 80, 24));
     }
 
     #[test]
     fn disconnected_banner() {
         let mut app = fixture::app(false);
         app.update(Input::Disconnected("connection refused".into()));
-        insta::assert_snapshot!(screen(&app, 80, 24));
+        assert_snapshot!(screen(&app, 80, 24));
     }
 
     #[test]
@@ -1757,12 +1767,12 @@ mod tests {
         app.event_scroll = 1;
         app.mode = Mode::Typing;
         app.input = "tell me more".into();
-        insta::assert_snapshot!(screen(&app, 80, 24));
+        assert_snapshot!(screen(&app, 80, 24));
     }
 
     #[test]
     fn no_status_yet() {
-        insta::assert_snapshot!(screen(
+        assert_snapshot!(screen(
             &App::new("~/.local/state/mate".into(), false),
             80,
             24
@@ -1792,7 +1802,7 @@ mod tests {
             message: "ggml_cuda: out of memory".into(),
         }));
         let screen = screen(&app, 80, 24);
-        insta::assert_snapshot!(screen);
+        assert_snapshot!(screen);
         for word in [
             "backoff",
             "out of memory",
