@@ -3,6 +3,11 @@
 //! (`mate_worker_llm::baseline`). Machines are noisy, so every figure is a median of several
 //! runs and comparisons are ratios. Also restart-to-ready with a KV snapshot against decoding
 //! the whole conversation again.
+//!
+//! Both arms do the same work: the same prompt, greedy, up to `max_tokens` or the end of
+//! text. The worker's stop strings are off here, since the in-process loop has none: with
+//! them, a base model's reply ends at its first "\nUser:" and the two rates would come from
+//! replies of different lengths. The report says how many tokens each arm generated.
 
 use std::{
     path::{Path, PathBuf},
@@ -66,6 +71,8 @@ struct InProcess {
     prompt_tokens: Option<usize>,
     prompt_tokens_per_s: f64,
     gen_tokens_per_s: f64,
+    /// Median over the runs; the worker's must match it for the rates to compare.
+    generated_tokens: f64,
 }
 
 /// A `mate worker llm` process, timed on this side of its socket.
@@ -79,6 +86,8 @@ struct ThroughWorker {
     gen_tokens_per_s_cold_worker: f64,
     gen_tokens_per_s_warm_worker: f64,
     worker_reported_gen_tokens_per_s: f64,
+    /// Median over the cold and warm runs.
+    generated_tokens: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,6 +132,10 @@ pub fn llm(b: &LlmBench) -> anyhow::Result<LlmReport> {
     };
     let n_ctx = 2048;
     let no_coalescing = LlmOptions {
+        fallback_template: ChatTemplate {
+            stop: Vec::new(),
+            ..ChatTemplate::default()
+        },
         coalesce: Coalesce::OFF,
         warmup: false,
         ..LlmOptions::default()
@@ -170,6 +183,23 @@ pub fn llm(b: &LlmBench) -> anyhow::Result<LlmReport> {
         )?;
         warm.push(generate(&mut w.worker, b.max_tokens)?);
     }
+    let base_tokens: Vec<f64> = base.iter().map(|r| r.generated_tokens as f64).collect();
+    let worker_tokens: Vec<f64> = cold
+        .iter()
+        .chain(&warm)
+        .map(|o| f64::from(o.generated_tokens))
+        .collect();
+    let first = base_tokens.first().copied();
+    if base_tokens
+        .iter()
+        .chain(&worker_tokens)
+        .any(|&n| Some(n) != first)
+    {
+        eprintln!(
+            "mate bench llm: the arms generated different numbers of tokens (in-process \
+             {base_tokens:?}, worker {worker_tokens:?}), so their rates are not of the same work"
+        );
+    }
     let base_gen = median(base.iter().map(|r| r.gen_tokens_per_s).collect());
     let cold_gen = median(cold.iter().map(|o| o.gen_tokens_per_s).collect());
     let warm_gen = median(warm.iter().map(|o| o.gen_tokens_per_s).collect());
@@ -189,6 +219,7 @@ pub fn llm(b: &LlmBench) -> anyhow::Result<LlmReport> {
             prompt_tokens: base.first().map(|r| r.prompt_tokens),
             prompt_tokens_per_s: median(base.iter().map(|r| r.prompt_tokens_per_s).collect()),
             gen_tokens_per_s: base_gen,
+            generated_tokens: median(base_tokens),
         },
         worker: ThroughWorker {
             spawn_to_loaded_ms: median(loads.iter().map(|l| l.0).collect()),
@@ -208,6 +239,7 @@ pub fn llm(b: &LlmBench) -> anyhow::Result<LlmReport> {
                     .map(|o| f64::from(o.worker_reported_gen_tokens_per_s))
                     .collect(),
             ),
+            generated_tokens: median(worker_tokens),
         },
         ratios: Ratios {
             worker_over_in_process_gen_tokens_per_s: warm_gen / base_gen,
