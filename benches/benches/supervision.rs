@@ -121,8 +121,7 @@ fn restart(c: &mut Criterion) {
                 threads: 1,
             })
             .expect("restart bench");
-            let runs = report["runs_detail"].as_array().expect("runs");
-            let ms: f64 = runs.iter().filter_map(|r| r["ready_ms"].as_f64()).sum();
+            let ms: f64 = report.runs_detail.iter().map(|r| r.ready_ms).sum();
             Duration::from_secs_f64(ms / 1e3)
         })
     });

@@ -24,9 +24,9 @@ use mate_worker_bridge::{
     outbox::{Outbox, Timing},
     sim::{Sim, SimOptions},
 };
-use serde_json::json;
+use serde::Serialize;
 
-use super::{median, percentile, plot::quantiles};
+use super::stats::{median, percentile, quantiles};
 
 /// Settings of `mate bench bridge`.
 #[derive(Debug, Clone)]
@@ -166,7 +166,64 @@ pub fn batched(address: &str, n: usize, batch: usize) -> anyhow::Result<(Duratio
     Ok((start.elapsed(), rtts))
 }
 
-pub fn bridge(b: &BridgeBench) -> anyhow::Result<serde_json::Value> {
+/// What `mate bench bridge` prints: each sender's rate and the round trips' distributions.
+#[derive(Debug, Serialize)]
+pub struct BridgeReport {
+    endpoint: String,
+    peer: &'static str,
+    command: &'static str,
+    commands_per_run: usize,
+    runs: usize,
+    batch: usize,
+    single: Single,
+    pipelined: Pipelined,
+    batched: Batched,
+    ratios: Ratios,
+    original_python: OriginalPython,
+}
+
+#[derive(Debug, Serialize)]
+struct Single {
+    p50_us: f64,
+    p99_us: f64,
+    max_us: Option<f64>,
+    commands_per_s: f64,
+    us_per_command: f64,
+    /// (µs, percent) points of the round trips, all runs pooled.
+    distribution_us: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Serialize)]
+struct Pipelined {
+    commands_per_s: f64,
+    us_per_command: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Batched {
+    commands_per_s: f64,
+    us_per_command: f64,
+    lines_per_run: f64,
+    /// Write of a line to its answer, with up to 32 lines in flight.
+    line_p50_us: f64,
+    line_p99_us: f64,
+    line_distribution_us: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratios {
+    batched_vs_single: f64,
+    batched_vs_pipelined: f64,
+}
+
+/// The Python app this replaced, per command.
+#[derive(Debug, Serialize)]
+struct OriginalPython {
+    single_ms: f64,
+    batched_ms_per_command: f64,
+}
+
+pub fn bridge(b: &BridgeBench) -> anyhow::Result<BridgeReport> {
     let (address, peer) = match &b.unity {
         Some(address) => (address.clone(), "given endpoint"),
         None => {
@@ -209,42 +266,40 @@ pub fn bridge(b: &BridgeBench) -> anyhow::Result<serde_json::Value> {
     let (single_rate, pipe_rate, batch_rate) =
         (median(single_rate), median(pipe_rate), median(batch_rate));
     let us = |rate: f64| 1e6 / rate;
-    Ok(json!({
-        "endpoint": address,
-        "peer": peer,
-        "command": "play_animation (one-shot, never coalesced)",
-        "commands_per_run": b.commands,
-        "runs": b.runs,
-        "batch": b.batch,
-        "single": {
-            "p50_us": percentile(&rtts, 0.5),
-            "p99_us": percentile(&rtts, 0.99),
-            "max_us": rtts.last(),
-            "commands_per_s": single_rate,
-            "us_per_command": us(single_rate),
-            // (µs, percent) points of the round trips, all runs pooled.
-            "distribution_us": quantiles(&rtts),
+    Ok(BridgeReport {
+        endpoint: address,
+        peer,
+        command: "play_animation (one-shot, never coalesced)",
+        commands_per_run: b.commands,
+        runs: b.runs,
+        batch: b.batch,
+        single: Single {
+            p50_us: percentile(&rtts, 0.5),
+            p99_us: percentile(&rtts, 0.99),
+            max_us: rtts.last().copied(),
+            commands_per_s: single_rate,
+            us_per_command: us(single_rate),
+            distribution_us: quantiles(&rtts),
         },
-        "pipelined": {
-            "commands_per_s": pipe_rate,
-            "us_per_command": us(pipe_rate),
+        pipelined: Pipelined {
+            commands_per_s: pipe_rate,
+            us_per_command: us(pipe_rate),
         },
-        "batched": {
-            "commands_per_s": batch_rate,
-            "us_per_command": us(batch_rate),
-            "lines_per_run": median(lines),
-            // Write of a line to its answer, with up to 32 lines in flight.
-            "line_p50_us": percentile(&line_rtts, 0.5),
-            "line_p99_us": percentile(&line_rtts, 0.99),
-            "line_distribution_us": quantiles(&line_rtts),
+        batched: Batched {
+            commands_per_s: batch_rate,
+            us_per_command: us(batch_rate),
+            lines_per_run: median(lines),
+            line_p50_us: percentile(&line_rtts, 0.5),
+            line_p99_us: percentile(&line_rtts, 0.99),
+            line_distribution_us: quantiles(&line_rtts),
         },
-        "ratios": {
-            "batched_vs_single": batch_rate / single_rate,
-            "batched_vs_pipelined": batch_rate / pipe_rate,
+        ratios: Ratios {
+            batched_vs_single: batch_rate / single_rate,
+            batched_vs_pipelined: batch_rate / pipe_rate,
         },
-        "original_python": {
-            "single_ms": ORIGINAL_SINGLE_MS,
-            "batched_ms_per_command": ORIGINAL_BATCHED_MS,
+        original_python: OriginalPython {
+            single_ms: ORIGINAL_SINGLE_MS,
+            batched_ms_per_command: ORIGINAL_BATCHED_MS,
         },
-    }))
+    })
 }

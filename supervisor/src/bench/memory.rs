@@ -8,12 +8,14 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::bail;
 use mate_protocol::{Profile, Reply, Request, StatusReport, WorkerKind};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::{
-    chat, ctl, in_state_dir, mib, proc_status_kib, shut_down, start_up, status_now, wait_running,
-    worker_pid,
+    mib,
+    procfs::proc_status_kib,
+    up::{chat, in_state_dir, shut_down, start_up, status_now, wait_running, worker_pid, Shutdown},
 };
+use crate::ctl;
 
 /// Settings of `mate bench memory`.
 #[derive(Debug, Clone)]
@@ -58,24 +60,72 @@ fn llm_bound_mib(profile: Option<&Profile>, n_head: Option<u32>) -> (f64, String
 const SECOND_HALF_BOUNDS_MIB: [(&str, f64); 3] =
     [("supervisor", 4.0), ("llm", 4.0), ("bridge", 2.0)];
 
+/// What `mate bench memory` prints (and writes to `memory.json`).
+#[derive(Debug, Serialize)]
+pub struct MemoryReport {
+    model: PathBuf,
+    turns: usize,
+    max_tokens: u32,
+    samples: Vec<Sample>,
+    growth_over_turns: Vec<Growth>,
+    growth_over_second_half: Vec<Growth>,
+    llm_bound: String,
+    shutdown: Shutdown,
+}
+
+/// One reading of every process: RSS in MiB, `None` where unreadable.
+#[derive(Debug, Serialize)]
+struct Sample {
+    at: &'static str,
+    turn: usize,
+    supervisor: Option<f64>,
+    llm: Option<f64>,
+    bridge: Option<f64>,
+    llm_vram_mib: Option<f64>,
+}
+
+impl Sample {
+    /// The RSS of `process`: `supervisor`, `llm` or `bridge`.
+    fn rss(&self, process: &str) -> Option<f64> {
+        match process {
+            "supervisor" => self.supervisor,
+            "llm" => self.llm,
+            "bridge" => self.bridge,
+            _ => None,
+        }
+    }
+}
+
+/// One process's growth between two readings, against its bound.
+#[derive(Debug, Serialize)]
+struct Growth {
+    process: &'static str,
+    from_turn: Option<usize>,
+    from_mib: Option<f64>,
+    after_turns_mib: Option<f64>,
+    growth_mib: Option<f64>,
+    bound_mib: f64,
+    within_bound: Option<bool>,
+}
+
 /// One reading of every process.
-fn sample(label: &str, turn: usize, sup: u32, status: &StatusReport) -> Value {
+fn sample(label: &'static str, turn: usize, sup: u32, status: &StatusReport) -> Sample {
     let pid = |kind| worker_pid(status, kind).ok();
     let rss = |pid: Option<u32>| {
         pid.and_then(|p| proc_status_kib(p, &["VmRSS"])[0])
             .map(|kib| mib(kib * 1024))
     };
-    json!({
-        "at": label,
-        "turn": turn,
-        "supervisor": rss(Some(sup)),
-        "llm": rss(pid(WorkerKind::Llm)),
-        "bridge": rss(pid(WorkerKind::Bridge)),
-        "llm_vram_mib": status.gpu.reading.and_then(|r| r.llm_bytes).map(mib),
-    })
+    Sample {
+        at: label,
+        turn,
+        supervisor: rss(Some(sup)),
+        llm: rss(pid(WorkerKind::Llm)),
+        bridge: rss(pid(WorkerKind::Bridge)),
+        llm_vram_mib: status.gpu.reading.and_then(|r| r.llm_bytes).map(mib),
+    }
 }
 
-pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
+pub fn memory(b: &MemoryBench) -> anyhow::Result<MemoryReport> {
     in_state_dir("memory", |dir| {
         let config = dir.join("bench.toml");
         std::fs::write(
@@ -126,12 +176,12 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
         let pids: Vec<u32> = last.workers.iter().filter_map(|w| w.pid).collect();
         let shutdown = shut_down(dir, &mut up, &pids)?;
 
-        let at = |label: &str| samples.iter().find(|s| s["at"] == label);
-        let last_turns = samples.iter().rev().find(|s| s["at"] == "turns");
+        let at = |label: &str| samples.iter().find(|s| s.at == label);
+        let last_turns = samples.iter().rev().find(|s| s.at == "turns");
         // The reading nearest the middle of the turns, at or after it.
         let middle = samples
             .iter()
-            .find(|s| s["at"] == "turns" && s["turn"].as_u64().unwrap_or(0) * 2 >= b.turns as u64);
+            .find(|s| s.at == "turns" && s.turn * 2 >= b.turns);
         // The profile the LLM worker runs and the model's heads give its bound.
         let profile = loaded
             .ladder
@@ -141,37 +191,37 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
         let n_head = crate::gguf::read(&b.model).ok().map(|f| f.n_head);
         let (llm_bound, llm_bound_why) = llm_bound_mib(profile, n_head);
         let bounds = [BOUNDS_MIB[0], ("llm", llm_bound), BOUNDS_MIB[1]];
-        let growth = |from: Option<&Value>, bounds: &[(&str, f64)]| -> Vec<Value> {
+        let growth = |from: Option<&Sample>, bounds: &[(&'static str, f64)]| -> Vec<Growth> {
             bounds
                 .iter()
-                .map(|(name, bound)| {
-                    let base = from.and_then(|s| s[name].as_f64());
-                    let end = last_turns.and_then(|s| s[name].as_f64());
+                .map(|&(name, bound)| {
+                    let base = from.and_then(|s| s.rss(name));
+                    let end = last_turns.and_then(|s| s.rss(name));
                     let grew = base.zip(end).map(|(a, z)| z - a);
-                    json!({
-                        "process": name,
-                        "from_turn": from.map(|s| &s["turn"]),
-                        "from_mib": base,
-                        "after_turns_mib": end,
-                        "growth_mib": grew,
-                        "bound_mib": bound,
-                        "within_bound": grew.map(|g| g <= *bound),
-                    })
+                    Growth {
+                        process: name,
+                        from_turn: from.map(|s| s.turn),
+                        from_mib: base,
+                        after_turns_mib: end,
+                        growth_mib: grew,
+                        bound_mib: bound,
+                        within_bound: grew.map(|g| g <= bound),
+                    }
                 })
                 .collect()
         };
         let second_half = growth(middle, &SECOND_HALF_BOUNDS_MIB);
         let growth = growth(at("loaded"), &bounds);
-        let report = json!({
-            "model": b.model,
-            "turns": b.turns,
-            "max_tokens": b.max_tokens,
-            "samples": samples,
-            "growth_over_turns": growth,
-            "growth_over_second_half": second_half,
-            "llm_bound": llm_bound_why,
-            "shutdown": shutdown,
-        });
+        let report = MemoryReport {
+            model: b.model.clone(),
+            turns: b.turns,
+            max_tokens: b.max_tokens,
+            samples,
+            growth_over_turns: growth,
+            growth_over_second_half: second_half,
+            llm_bound: llm_bound_why,
+            shutdown,
+        };
         if let Some(out) = &b.out {
             std::fs::create_dir_all(out)?;
             std::fs::write(
@@ -179,9 +229,10 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<Value> {
                 serde_json::to_string_pretty(&report)?,
             )?;
             let series = |name: &'static str| {
-                let points = samples
+                let points = report
+                    .samples
                     .iter()
-                    .filter_map(|s| Some((s["turn"].as_f64()?, s[name].as_f64()?)))
+                    .filter_map(|s| Some((s.turn as f64, s.rss(name)?)))
                     .collect();
                 (name, points)
             };

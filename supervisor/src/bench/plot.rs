@@ -1,6 +1,6 @@
 //! The SVG charts of `mate bench …`, drawn with `plotters` (SVG backend only, text as
 //! `<text>`): lines, latency distributions and timelines. The profiles chart, which is specific
-//! to its bench, stays beside it in `bench.rs`.
+//! to its bench, stays beside it in `profiles/chart.rs`.
 
 use std::path::Path;
 
@@ -85,27 +85,11 @@ pub fn line_svg(
     finish(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
-/// The latency at every half percentile of `samples` (any order): (latency, percent) points
-/// of the distribution function, 201 at most. Non-finite samples are left out.
-pub fn quantiles(samples: &[f64]) -> Vec<(f64, f64)> {
-    let mut sorted: Vec<f64> = samples.iter().copied().filter(|v| v.is_finite()).collect();
-    sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return Vec::new();
-    }
-    (0..=200)
-        .map(|step| {
-            let p = f64::from(step) / 200.0;
-            (super::percentile(&sorted, p), f64::from(step) / 2.0)
-        })
-        .collect()
-}
-
-/// Latency distributions, one line per series of [`quantiles`]: the share of samples (y,
-/// percent) at or below a latency (x), so medians and tails of several senders read off one
-/// chart. The x axis ends a little after the largest p99, so one outlier does not squash the
-/// rest (each series' p50, p99 and max are in the legend), and it is logarithmic when the
-/// series lie orders of magnitude apart.
+/// Latency distributions, one line per series of [`quantiles`](super::quantiles): the share
+/// of samples (y, percent) at or below a latency (x), so medians and tails of several senders
+/// read off one chart. The x axis ends a little after the largest p99, so one outlier does not
+/// squash the rest (each series' p50, p99 and max are in the legend), and it is logarithmic
+/// when the series lie orders of magnitude apart.
 pub fn cdf_svg(
     path: &Path,
     title: &str,
@@ -227,6 +211,7 @@ pub fn timeline_svg(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::quantiles;
 
     fn draw_svg(draw: impl FnOnce(&Path) -> anyhow::Result<()>) -> String {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -249,19 +234,6 @@ mod tests {
             )
         });
         assert!(svg.contains("speed by threads") && svg.contains("generation"));
-    }
-
-    #[test]
-    fn quantiles_run_from_the_smallest_to_the_largest_sample() {
-        let samples: Vec<f64> = (1..=1000).rev().map(f64::from).collect();
-        let q = quantiles(&samples);
-        assert_eq!(q.len(), 201);
-        assert_eq!(q[0], (1.0, 0.0));
-        assert_eq!(q[100], (500.0, 50.0));
-        assert_eq!(q[198], (990.0, 99.0));
-        assert_eq!(q[200], (1000.0, 100.0));
-        assert!(q.windows(2).all(|w| w[0].0 <= w[1].0));
-        assert!(quantiles(&[f64::NAN]).is_empty());
     }
 
     #[test]
