@@ -63,6 +63,7 @@ use crate::{
 
 use mate_protocol::client::control_token_path;
 
+mod launcher;
 mod narrate;
 mod process;
 mod profile;
@@ -75,6 +76,7 @@ mod turn;
 mod workers;
 
 pub use crate::event::Event;
+pub use launcher::{Launch, Launched, Launcher, ProcessLauncher};
 use narrate::*;
 pub use narrate::{describe_exit, gib};
 use process::*;
@@ -113,7 +115,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     info!(endpoint = %endpoint.path().display(), "listening");
 
     let (events, mut inbox) = mpsc::channel::<Event>(1024);
-    let mut sup = Supervisor::new(opts, endpoint.clone(), auth.clone(), events.clone(), gpu)?;
+    let launcher = ProcessLauncher {
+        exe: opts.exe.clone(),
+        endpoint: endpoint.path().to_path_buf(),
+        state_dir: state_dir.clone(),
+        log: opts.settings.log.clone(),
+        events: events.clone(),
+    };
+    let mut sup = Supervisor::new(opts, Box::new(launcher), auth.clone(), gpu, Instant::now())?;
     let accept = tokio::spawn(server::accept_loop(listener, auth, events.clone()));
     tokio::spawn(forward_signals(events.clone()));
     if let Some(probe) = probe {
@@ -125,15 +134,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         })
         .context("starting the GPU sampler thread")?;
     }
-    sup.start();
+    sup.start(Instant::now());
     while !sup.finished() {
         let deadline = sup.next_deadline();
         tokio::select! {
             event = inbox.recv() => match event {
-                Some(event) => sup.handle(event),
+                Some(event) => sup.handle(event, Instant::now()),
                 None => break,
             },
-            () = tokio::time::sleep_until(deadline) => sup.tick(),
+            () = tokio::time::sleep_until(deadline) => sup.tick(Instant::now()),
         }
     }
     // Every worker has exited: a snapshot the LLM worker was writing when its grace period
@@ -153,9 +162,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
 struct Supervisor {
     opts: Options,
-    endpoint: Endpoint,
+    /// Starts and kills worker processes (a fake one in the loop's unit tests).
+    launcher: Box<dyn Launcher>,
     auth: Arc<Auth>,
-    events: mpsc::Sender<Event>,
+    /// The time of the event or tick being handled: handlers read the clock only here, so
+    /// tests can drive time.
+    now: Instant,
     journal: Journal,
     transcript: Transcript,
     /// Indexed by `WorkerKind as usize`, in `WorkerKind::ALL` order.
@@ -199,10 +211,10 @@ impl std::fmt::Debug for Supervisor {
 impl Supervisor {
     fn new(
         opts: Options,
-        endpoint: Endpoint,
+        launcher: Box<dyn Launcher>,
         auth: Arc<Auth>,
-        events: mpsc::Sender<Event>,
         gpu: gpu::FirstLook,
+        now: Instant,
     ) -> anyhow::Result<Supervisor> {
         let state_dir = &opts.settings.state_dir;
         let mut journal = Journal::open(Journal::path_in(state_dir));
@@ -294,7 +306,6 @@ impl Supervisor {
         avatar.push(AvatarCommand::Blink {
             enabled: unity.blink,
         });
-        let now = Instant::now();
         Ok(Supervisor {
             ladder,
             ceiling,
@@ -305,9 +316,9 @@ impl Supervisor {
             workers: WorkerKind::ALL.map(Worker::new),
             next_heartbeat: now + opts.settings.policy.heartbeat,
             opts,
-            endpoint,
+            launcher,
             auth,
-            events,
+            now,
             journal,
             transcript,
             profile,
@@ -321,7 +332,8 @@ impl Supervisor {
         })
     }
 
-    fn start(&mut self) {
+    fn start(&mut self, now: Instant) {
+        self.now = now;
         for kind in WorkerKind::ALL {
             self.spawn(kind);
         }
@@ -353,7 +365,8 @@ impl Supervisor {
         }
     }
 
-    fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: Event, now: Instant) {
+        self.now = now;
         match event {
             Event::WorkerConnected {
                 kind,
@@ -362,7 +375,7 @@ impl Supervisor {
             } => {
                 if let Some(p) = self.process(kind, generation) {
                     p.tx = Some(tx);
-                    p.last_answer = Instant::now();
+                    p.last_answer = now;
                 }
             }
             Event::FromWorker {

@@ -105,7 +105,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn report(&self, profile: &str) -> WorkerReport {
+    pub(super) fn report(&self, profile: &str, now: Instant) -> WorkerReport {
         let profile = self
             .process
             .as_ref()
@@ -118,7 +118,7 @@ impl Worker {
             uptime_ms: self
                 .process
                 .as_ref()
-                .map_or(0, |p| p.spawned_at.elapsed().as_millis() as u64),
+                .map_or(0, |p| (now - p.spawned_at).as_millis() as u64),
             restarts: self.restarts,
             profile: (self.kind == WorkerKind::Llm).then(|| profile.to_string()),
             last_exit: self.last_exit,

@@ -173,10 +173,7 @@ impl Supervisor {
                 .saturating_sub(self.ladder[at].estimated_vram_bytes)
         });
         // Readings are described only when a decision is made, not on every sample.
-        match self
-            .pressure
-            .sample(Instant::now().into_std(), &reading, extra)
-        {
+        match self.pressure.sample(self.now.into_std(), &reading, extra) {
             Verdict::Nothing => {}
             Verdict::Alert(why) => self.decide(
                 Level::Warn,

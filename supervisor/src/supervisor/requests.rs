@@ -131,11 +131,11 @@ impl Supervisor {
     pub(super) fn status(&self) -> StatusReport {
         StatusReport {
             supervisor_pid: std::process::id(),
-            uptime_ms: self.started.elapsed().as_millis() as u64,
+            uptime_ms: (self.now - self.started).as_millis() as u64,
             workers: self
                 .workers
                 .iter()
-                .map(|w| w.report(&self.profile))
+                .map(|w| w.report(&self.profile, self.now))
                 .collect(),
             turns: self.transcript.len(),
             tokens: self.transcript.tokens(),

@@ -19,8 +19,8 @@ impl Supervisor {
         next
     }
 
-    pub(super) fn tick(&mut self) {
-        let now = Instant::now();
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.now = now;
         let policy = self.opts.settings.policy;
         for kind in WorkerKind::ALL {
             let stopping = self.stopping;

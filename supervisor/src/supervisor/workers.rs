@@ -38,63 +38,26 @@ impl Supervisor {
         generation: u64,
     ) -> anyhow::Result<Process> {
         let token = AuthToken::generate()?;
-        let state_dir = &self.opts.settings.state_dir;
-        let logs = state_dir.join("logs");
-        std::fs::create_dir_all(&logs)?;
-        let log_starts = worker_logs(state_dir, kind).map(|p| file_len(&p));
-        let stderr =
-            crate::statedir::open_private(&logs.join(format!("worker-{kind}.stderr.log")), true)?;
+        let log_starts = worker_logs(&self.opts.settings.state_dir, kind).map(|p| file_len(&p));
         self.auth.expect_worker(kind, token.clone(), generation);
-        // Spawned from this task's thread, a runtime worker thread that lives as long as the
-        // supervisor: the children's parent-death signal fires when the spawning thread exits.
-        let mut command = tokio::process::Command::new(&self.opts.exe);
         let offloads = self
             .rung(&self.profile)
             .is_some_and(|r| r.profile.n_gpu_layers > 0);
-        if kind == WorkerKind::Llm && !offloads {
-            // A GPU build of llama.cpp still sets up CUDA (a context and compute buffers on
-            // the card) with no layers offloaded; a rung that offloads nothing hides the GPU.
-            command.env("CUDA_VISIBLE_DEVICES", "");
-        }
-        let mut child = command
-            .arg("worker")
-            .arg(kind.as_str())
-            .arg("--endpoint")
-            .arg(self.endpoint.path())
-            .env(TOKEN_ENV, token.to_hex())
-            .env("MATE_STATE_DIR", state_dir)
-            .env("MATE_LOG", &self.opts.settings.log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("running {}", self.opts.exe.display()))?;
-        let pid = child.id();
-        self.auth.spawned(kind, generation, pid);
-        let (kill, killed) = oneshot::channel::<()>();
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let status = tokio::select! {
-                status = child.wait() => status,
-                _ = killed => {
-                    let _ = child.start_kill();
-                    child.wait().await
-                }
-            };
-            let status = match status {
-                Ok(status) => exit_status(status),
-                Err(_) => ExitStatus::Code(-1),
-            };
-            let _ = events
-                .send(Event::WorkerExited {
-                    kind,
-                    generation,
-                    status,
-                })
-                .await;
+        let launched = self.launcher.launch(Launch {
+            kind,
+            generation,
+            token: &token,
+            hide_gpu: kind == WorkerKind::Llm && !offloads,
         });
-        let now = Instant::now();
+        let Launched { pid, kill } = match launched {
+            Ok(launched) => launched,
+            Err(e) => {
+                self.auth.forget(kind, generation);
+                return Err(e);
+            }
+        };
+        self.auth.spawned(kind, generation, pid);
+        let now = self.now;
         Ok(Process {
             generation,
             pid,
@@ -117,6 +80,7 @@ impl Supervisor {
     /// Asks the process to exit within the grace period; SIGKILL after it.
     pub(super) fn shut_down(&mut self, kind: WorkerKind, intent: Intent) {
         let grace = self.opts.settings.policy.grace;
+        let now = self.now;
         let w = self.worker(kind);
         let Some(p) = &mut w.process else {
             return;
@@ -130,11 +94,11 @@ impl Supervisor {
             grace_ms: grace.as_millis() as u32,
         });
         if asked {
-            p.kill_at = Some(Instant::now() + grace);
+            p.kill_at = Some(now + grace);
         } else {
             // Not connected yet (or its queue is full): nothing to wait for.
             p.kill();
-            p.kill_at = Some(Instant::now() + grace);
+            p.kill_at = Some(now + grace);
         }
     }
 
@@ -157,10 +121,11 @@ impl Supervisor {
             }
             _ => {}
         }
+        let now = self.now;
         let Some(p) = self.process(kind, generation) else {
             return;
         };
-        p.last_answer = Instant::now();
+        p.last_answer = now;
         p.unanswered = 0;
         match msg {
             FromWorker::Ready => {
@@ -199,7 +164,7 @@ impl Supervisor {
                 p.loaded = true;
                 p.profile = Some(report.profile.clone());
                 let pid = p.pid.unwrap_or(0);
-                self.threads_chosen = Some((report.n_threads, Instant::now()));
+                self.threads_chosen = Some((report.n_threads, self.now));
                 let estimated_bytes = self
                     .rung(&report.profile)
                     .map_or(0, |r| r.estimated_vram_bytes);
@@ -290,7 +255,7 @@ impl Supervisor {
             // A restart soon after a load reuses that load's choice instead of sampling the
             // CPU again (a fifth of a second on every restart).
             if let Some((threads, at)) = self.threads_chosen {
-                if at.elapsed() < THREADS_REUSE {
+                if self.now - at < THREADS_REUSE {
                     profile.n_threads = threads;
                 }
             }
@@ -303,12 +268,13 @@ impl Supervisor {
     }
 
     pub(super) fn on_exit(&mut self, kind: WorkerKind, generation: u64, status: ExitStatus) {
+        let now = self.now;
         self.auth.forget(kind, generation);
         let w = self.worker(kind);
         let Some(p) = w.process.take_if(|p| p.generation == generation) else {
             return;
         };
-        let ran_for = p.spawned_at.elapsed();
+        let ran_for = now - p.spawned_at;
         w.last_exit = Some(status);
         // A dead process has no RSS, and a dead bridge no Unity connection.
         w.vitals = WorkerVitals::default();
@@ -391,7 +357,7 @@ impl Supervisor {
         log_starts: Option<&[u64; 2]>,
     ) {
         let policy = self.opts.settings.policy;
-        let now = Instant::now();
+        let now = self.now;
         self.worker(kind).last_error = Some(format!("{} unexpectedly", describe_exit(status)));
         if kind == WorkerKind::Llm {
             let oom = if status == ExitStatus::Code(EXIT_LOAD_FAILED) {
