@@ -7,6 +7,7 @@ pub mod config;
 pub mod ctl;
 pub mod cues;
 pub mod direct;
+pub mod event;
 pub mod gguf;
 pub mod gpu;
 pub mod journal;

@@ -32,7 +32,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::supervisor::Event;
+use crate::event::Event;
 
 /// Clients served at once (workers are not counted: they never compete with clients).
 pub const MAX_CONNECTIONS: usize = 128;

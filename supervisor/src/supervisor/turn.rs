@@ -1,0 +1,366 @@
+//! The turn in progress: sending it to the LLM worker (again after a restart, with the reply
+//! so far), streaming the reply to its client and the avatar, and recording it when complete.
+
+use super::*;
+
+/// A user turn whose reply is not complete.
+#[derive(Debug)]
+pub(super) struct ActiveTurn {
+    pub(super) number: u64,
+    pub(super) user: String,
+    pub(super) user_at_ms: u64,
+    /// The reply so far, exactly as streamed to the client.
+    pub(super) partial: String,
+    /// The request the current LLM process works on; `None` until it has been sent.
+    pub(super) request_id: Option<u64>,
+    /// The request of a process that just died: what it streamed before dying may still be
+    /// on its way, and counts until the next process takes the turn over.
+    pub(super) orphan: Option<u64>,
+    pub(super) client: Option<mpsc::Sender<Reply>>,
+    /// Times a worker crash interrupted the reply.
+    pub(super) resumed: u32,
+    pub(super) cancelled: bool,
+    /// Takes expression tags out of the reply and turns tags and keywords into expressions.
+    pub(super) cues: CueFilter,
+    /// The avatar has left "thinking" for this reply.
+    pub(super) talking: bool,
+}
+
+impl ActiveTurn {
+    pub(super) fn tell(&mut self, reply: Reply) {
+        if let Some(client) = &self.client {
+            if client.try_send(reply).is_err() {
+                // Gone or too far behind: the turn goes on without it.
+                self.client = None;
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    pub(super) fn llm_loaded(&mut self) -> bool {
+        self.worker(WorkerKind::Llm)
+            .process
+            .as_ref()
+            .is_some_and(|p| p.loaded && p.kill_at.is_none() && !p.killed)
+    }
+
+    /// The conversation as the LLM sees it: system prompt and every completed turn.
+    pub(super) fn conversation(&self) -> Vec<ChatMessage> {
+        let system = &self.opts.settings.chat.system;
+        let mut messages = Vec::new();
+        if !system.is_empty() {
+            messages.push(ChatMessage {
+                role: ChatRole::System,
+                text: system.clone(),
+            });
+        }
+        messages.extend(self.transcript.messages());
+        messages
+    }
+
+    /// A model was loaded: continue the turn in progress, or warm the cache with the session.
+    pub(super) fn after_load(&mut self) {
+        if self.turn.is_some() {
+            return self.send_turn();
+        }
+        if !self.transcript.is_empty() {
+            let request_id = self.next_request;
+            self.next_request += 1;
+            let messages = self.conversation();
+            if let Some(p) = &self.worker(WorkerKind::Llm).process {
+                p.send(ToWorker::Ingest {
+                    request_id,
+                    messages,
+                });
+            }
+        }
+    }
+
+    /// Sends the turn in progress to the LLM worker: the whole conversation, the user's
+    /// message, and the reply so far when it resumes.
+    pub(super) fn send_turn(&mut self) {
+        if !self.llm_loaded() {
+            return;
+        }
+        let mut messages = self.conversation();
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let Some(turn) = &mut self.turn else { return };
+        messages.push(ChatMessage {
+            role: ChatRole::User,
+            text: turn.user.clone(),
+        });
+        let resuming = turn.request_id.is_none() && turn.resumed > 0;
+        if !turn.partial.is_empty() {
+            messages.push(ChatMessage {
+                role: ChatRole::Assistant,
+                text: turn.partial.clone(),
+            });
+        }
+        let streamed = turn.partial.chars().count() as u32;
+        let generate = ToWorker::Generate {
+            request_id,
+            messages,
+            sampling: self.opts.settings.chat.sampling.clone(),
+        };
+        let sent = self
+            .worker(WorkerKind::Llm)
+            .process
+            .as_ref()
+            .is_some_and(|p| p.send(generate));
+        // Not sent (the worker is being replaced): the next one gets it after loading.
+        if let Some(turn) = &mut self.turn {
+            turn.request_id = sent.then_some(request_id);
+        }
+        if resuming && sent {
+            self.record(
+                Level::Info,
+                Some(WorkerKind::Llm),
+                EventKind::ReplyResumed {
+                    streamed_chars: streamed,
+                },
+                format!("resuming the reply after {streamed} characters"),
+            );
+        }
+    }
+
+    /// Whether `request_id` is the turn's: the one the LLM works on, or, until the next
+    /// process takes over, the one of the process that just died.
+    pub(super) fn is_turn_request(&self, request_id: u64) -> bool {
+        self.turn.as_ref().is_some_and(|t| match t.request_id {
+            Some(id) => id == request_id,
+            None => t.orphan == Some(request_id),
+        })
+    }
+
+    pub(super) fn on_chunk(&mut self, request_id: u64, text: String) {
+        if !self.is_turn_request(request_id) {
+            return;
+        }
+        let Some(turn) = &mut self.turn else { return };
+        // The model keeps seeing its own tags (resumes and the transcript get the text as it
+        // was written); the client sees it without them.
+        turn.partial.push_str(&text);
+        let (visible, cues) = turn.cues.push(&text);
+        self.show(visible, cues, false);
+    }
+
+    /// Sends the client the visible part of the reply and the avatar its cues. The first text
+    /// without a cue ends "thinking", and so does the `end` of the turn (failed, cancelled, or
+    /// no text) if nothing did before.
+    pub(super) fn show(&mut self, visible: String, cues: Vec<String>, end: bool) {
+        let Some(turn) = &mut self.turn else { return };
+        let avatar = &self.opts.settings.avatar;
+        let mut show: Vec<AvatarCommand> = cues.iter().map(|e| avatar.expression(e)).collect();
+        let started = end || !(visible.is_empty() && show.is_empty());
+        let first = started && !std::mem::replace(&mut turn.talking, true);
+        if first && show.is_empty() && !avatar.talking.is_empty() {
+            show.push(avatar.expression(&avatar.talking));
+        }
+        if !visible.is_empty() {
+            turn.tell(Reply::Chunk { text: visible });
+        }
+        for cmd in show {
+            self.tell_avatar(cmd);
+        }
+    }
+
+    /// Sends a command to the bridge worker and remembers it as the avatar's state. A bridge
+    /// that is not running gets the state when it comes back, and one that is behind at its
+    /// next heartbeat.
+    pub(super) fn tell_avatar(&mut self, cmd: AvatarCommand) -> bool {
+        let state = cmd.part().is_some();
+        if state {
+            set_avatar_part(&mut self.avatar, cmd.clone(), |c| c);
+        }
+        let sent = self.send_avatar(cmd);
+        self.avatar_behind |= state && !sent;
+        sent
+    }
+
+    pub(super) fn send_avatar(&mut self, cmd: AvatarCommand) -> bool {
+        self.worker(WorkerKind::Bridge)
+            .process
+            .as_ref()
+            .is_some_and(|p| p.ready && p.send(ToWorker::Avatar(cmd)))
+    }
+
+    /// The avatar's whole state again, for a bridge that missed part of it (Unity may be told a
+    /// part it already shows; setting it again changes nothing).
+    pub(super) fn catch_up_avatar(&mut self) {
+        if self.avatar_behind {
+            let state = self.avatar.clone();
+            self.avatar_behind = !state.into_iter().all(|cmd| self.send_avatar(cmd));
+        }
+    }
+
+    pub(super) fn on_done(&mut self, request_id: u64, stats: GenerationStats) {
+        if !self.is_turn_request(request_id) {
+            return;
+        }
+        let restarting = self
+            .worker(WorkerKind::Llm)
+            .process
+            .as_ref()
+            .is_some_and(|p| p.intent == Intent::Restart);
+        let Some(turn) = &mut self.turn else { return };
+        if stats.stop == StopReason::Cancelled && !turn.cancelled && restarting {
+            // Stopped by the restart we asked for, not by the user: the next process
+            // continues the reply.
+            if turn.request_id.take().is_some() {
+                turn.resumed += 1;
+            }
+            return;
+        }
+        if turn.request_id.is_none() {
+            // The dying process finished after all: nothing was resumed.
+            turn.resumed = turn.resumed.saturating_sub(1);
+        }
+        self.complete_turn(stats);
+    }
+
+    /// The reply is complete (or cancelled): record the turn and tell the client.
+    pub(super) fn complete_turn(&mut self, stats: GenerationStats) {
+        // What the filter held back (a `[` that never became a tag) is text after all.
+        if let Some(turn) = &mut self.turn {
+            let (rest, cues) = turn.cues.finish();
+            self.show(rest, cues, true);
+        }
+        let Some(mut turn) = self.turn.take() else {
+            return;
+        };
+        let number = turn.number;
+        let record = session::Turn {
+            user: session::Line {
+                turn: number,
+                role: "user".into(),
+                text: turn.user.clone(),
+                at_ms: turn.user_at_ms,
+                tokens: None,
+                stop: None,
+                resumed: 0,
+            },
+            reply: session::Line {
+                turn: number,
+                role: "assistant".into(),
+                text: turn.partial.clone(),
+                at_ms: now_ms(),
+                tokens: Some(stats.generated_tokens),
+                stop: Some(stop_name(&stats.stop)),
+                resumed: turn.resumed,
+            },
+        };
+        if let Err(e) = self.transcript.push(record) {
+            let path = Transcript::path_in(&self.opts.settings.state_dir);
+            let unsaved = self.transcript.unsaved() as u64;
+            let event = self.journal.record(
+                Level::Error,
+                None,
+                EventKind::TurnNotSaved {
+                    turn: number,
+                    unsaved,
+                },
+                format!(
+                    "turn {number} is not saved: cannot write {}: {e}. Unsaved turns ({unsaved}) are kept \
+                     in memory and written with the next turn; free disk space (or fix the \
+                     permissions) before the supervisor stops, or they are lost",
+                    path.display()
+                ),
+            );
+            // The client whose turn it is hears it, not only the journal's followers.
+            turn.tell(Reply::Event(event));
+        }
+        turn.tell(Reply::ChatDone { stats });
+    }
+
+    pub(super) fn fail_turn(&mut self, reason: String) {
+        self.show(String::new(), Vec::new(), true);
+        let Some(mut turn) = self.turn.take() else {
+            return;
+        };
+        self.journal.record(
+            Level::Warn,
+            Some(WorkerKind::Llm),
+            EventKind::TurnFailed {
+                reason: reason.clone(),
+            },
+            format!("turn {} failed: {reason}", turn.number),
+        );
+        turn.tell(Reply::Error { message: reason });
+    }
+
+    /// The LLM worker will not come back on its own: the turn cannot complete.
+    pub(super) fn end_turn_if_llm_gone(&mut self, kind: WorkerKind) {
+        if kind != WorkerKind::Llm || self.turn.is_none() {
+            return;
+        }
+        let w = self.worker(kind);
+        if matches!(w.state, WorkerState::Failed | WorkerState::Stopped) {
+            let why = match &w.last_error {
+                Some(e) if w.state == WorkerState::Failed => format!("the LLM worker failed: {e}"),
+                _ => "the LLM worker was stopped".to_string(),
+            };
+            self.fail_turn(why);
+        }
+    }
+
+    pub(super) fn chat(&mut self, text: String, reply: mpsc::Sender<Reply>) -> Result<(), String> {
+        if self.stopping {
+            return Err("the supervisor is shutting down".into());
+        }
+        if let Some(turn) = &self.turn {
+            return Err(format!(
+                "a reply is still streaming (turn {}); wait for it or `mate ctl cancel`",
+                turn.number
+            ));
+        }
+        if text.trim().is_empty() {
+            return Err("nothing to say: the message is empty".into());
+        }
+        let w = self.worker(WorkerKind::Llm);
+        if matches!(w.state, WorkerState::Failed | WorkerState::Stopped) {
+            let why = w.last_error.clone().unwrap_or_else(|| "stopped".into());
+            return Err(format!(
+                "the LLM worker is {}: {why}; `mate ctl start llm` starts it again",
+                w.state.as_str()
+            ));
+        }
+        self.turn = Some(ActiveTurn {
+            number: self.transcript.len() + 1,
+            user: text,
+            user_at_ms: now_ms(),
+            partial: String::new(),
+            request_id: None,
+            orphan: None,
+            client: Some(reply),
+            resumed: 0,
+            cancelled: false,
+            cues: CueFilter::new(self.opts.settings.avatar.cues.clone()),
+            talking: false,
+        });
+        let thinking = &self.opts.settings.avatar.thinking;
+        if !thinking.is_empty() {
+            let cmd = self.opts.settings.avatar.expression(thinking);
+            self.tell_avatar(cmd);
+        }
+        // If the worker is (re)starting, the turn goes out once the model is loaded.
+        self.send_turn();
+        Ok(())
+    }
+
+    pub(super) fn cancel(&mut self) {
+        let loaded = self.llm_loaded();
+        let Some(turn) = &mut self.turn else { return };
+        turn.cancelled = true;
+        match turn.request_id {
+            Some(request_id) if loaded => {
+                if let Some(p) = &self.worker(WorkerKind::Llm).process {
+                    p.send(ToWorker::Cancel { request_id });
+                }
+            }
+            // Nobody is generating it (the worker is restarting): it ends here.
+            _ => self.complete_turn(cancelled_stats()),
+        }
+    }
+}
