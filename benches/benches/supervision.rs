@@ -107,7 +107,7 @@ fn restart(c: &mut Criterion) {
     let exe = mate_tests::mate_bin().to_path_buf();
     let model = model();
     // The context the supervisor's `cpu` rung gives this model.
-    let n_ctx = mate::ladder::base_ctx(mate::gguf::read(&model).ok().as_ref());
+    let n_ctx = mate::gpu::ladder::base_ctx(mate::gpu::gguf::read(&model).ok().as_ref());
     let mut group = c.benchmark_group("restart_to_loaded");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(70));

@@ -13,10 +13,10 @@ use serde::Deserialize;
 
 use crate::{
     cues::CueMap,
+    gpu::ladder::{LadderSpec, ProfileOverride},
+    gpu::pressure::Thresholds,
     gpu::GpuChoice,
-    ladder::{LadderSpec, ProfileOverride},
     policy::{Backoff, Policy},
-    pressure::Thresholds,
 };
 
 /// The commented sample, also printed by `mate config sample`.

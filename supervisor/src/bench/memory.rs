@@ -188,7 +188,7 @@ pub fn memory(b: &MemoryBench) -> anyhow::Result<MemoryReport> {
             .iter()
             .find(|r| r.profile.name == loaded.profile)
             .map(|r| &r.profile);
-        let n_head = crate::gguf::read(&b.model).ok().map(|f| f.n_head);
+        let n_head = crate::gpu::gguf::read(&b.model).ok().map(|f| f.n_head);
         let (llm_bound, llm_bound_why) = llm_bound_mib(profile, n_head);
         let bounds = [BOUNDS_MIB[0], ("llm", llm_bound), BOUNDS_MIB[1]];
         let growth = |from: Option<&Sample>, bounds: &[(&'static str, f64)]| -> Vec<Growth> {

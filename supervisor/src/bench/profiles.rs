@@ -223,7 +223,7 @@ pub fn profiles(b: &ProfilesBench) -> anyhow::Result<ProfilesReport> {
 
     let mut rungs = Vec::new();
     let mut first_status = None;
-    for name in crate::ladder::DEFAULT_LADDER {
+    for name in crate::gpu::ladder::DEFAULT_LADDER {
         eprintln!("mate bench profiles: {name}");
         let (rung, status) = in_state_dir("profiles", |dir| measure_rung(b, dir, name))
             .with_context(|| format!("profile {name}"))?;

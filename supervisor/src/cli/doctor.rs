@@ -11,7 +11,7 @@ use crate::Failure;
 /// Prints the machine's facts and what mate would do on it; with `json`, one object.
 #[cfg(feature = "llm")]
 pub fn run(settings: &Settings, json: bool) -> Result<(), Failure> {
-    use mate::{gpu, ladder, supervisor::gib};
+    use mate::{gpu, gpu::ladder, supervisor::gib};
     use mate_worker_llm::{cpu::CpuFacts, engine};
     let facts = CpuFacts::sample(std::time::Duration::from_millis(500));
     let devices = engine::devices()?;

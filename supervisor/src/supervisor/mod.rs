@@ -52,13 +52,13 @@ use tracing::{debug, info, warn};
 use crate::{
     config::Settings,
     cues::CueFilter,
+    gpu::ladder::{self, unknown_profile},
+    gpu::pressure::{Pressure, Verdict},
     gpu::{self, LlmFootprint},
-    journal::{now_ms, Journal},
-    ladder::{self, unknown_profile},
     policy::{Decision, Restarts},
-    pressure::{Pressure, Verdict},
     server::{self, Auth},
-    session::{self, Transcript},
+    store::journal::{now_ms, Journal},
+    store::session::{self, Transcript},
 };
 
 use mate_protocol::client::control_token_path;

@@ -120,7 +120,7 @@ pub(super) fn measure_downgrades(
     )?;
     let scenario = dir.join("gpu.toml");
     write_scenario(&scenario, CALM_MB)?;
-    let top = crate::ladder::DEFAULT_LADDER[0];
+    let top = crate::gpu::ladder::DEFAULT_LADDER[0];
     let mut up = start_up(
         &b.exe,
         dir,
@@ -271,7 +271,7 @@ mod tests {
     fn the_scenario_jumps_from_calm_to_critical() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gpu.toml");
-        let critical = crate::pressure::Thresholds::default().critical_percent;
+        let critical = crate::gpu::pressure::Thresholds::default().critical_percent;
         write_scenario(&path, CALM_MB).expect("write");
         let mut probe =
             crate::gpu::open(&crate::gpu::GpuChoice::Simulated(path.clone())).expect("opens");

@@ -6,7 +6,7 @@
 //! head once all of them are), their KV cache for the profile's context, a compute buffer
 //! that grows with the micro-batch (and with the context when flash attention is off), and a
 //! fixed runtime overhead (the CUDA context and scratch). Tensor sizes come from the GGUF
-//! header ([`crate::gguf`]); nothing is loaded.
+//! header ([`crate::gpu::gguf`]); nothing is loaded.
 //!
 //! The default rungs: `performance` offloads as much as fits the card minus a safety margin;
 //! `balanced` aims at 70% and `low_memory` at 40% of what `performance` offloads beyond the
@@ -23,7 +23,7 @@ use std::{collections::BTreeMap, path::Path};
 use mate_protocol::{KvType, Profile, Rung, VramReading};
 use serde::Deserialize;
 
-use crate::gguf::ModelFacts;
+use crate::gpu::gguf::ModelFacts;
 
 /// The rungs mate computes, highest first.
 pub const DEFAULT_LADDER: [&str; 4] = ["performance", "balanced", "low_memory", "cpu"];
@@ -354,7 +354,7 @@ pub fn plan(
     asked: &str,
     below_percent: f32,
 ) -> Result<Plan, String> {
-    let facts = crate::gguf::read(model).map_err(|e| e.to_string());
+    let facts = crate::gpu::gguf::read(model).map_err(|e| e.to_string());
     let ladder = build(spec, facts.as_ref().ok(), total_bytes)?;
     let (start, suggested) = if asked == "auto" {
         let card = reading.map(|r| (r.total_bytes, r.used_bytes));

@@ -14,6 +14,16 @@
 //!   applications use over time, for tests and demos without a GPU. The file is re-read when it
 //!   changes, so a test or a user can raise the pressure live; the timeline then starts over.
 
+//!
+//! Beside the probes, what the supervisor decides from them: `gguf` reads a model's header
+//! (layers, tensor sizes), `ladder` computes the profile ladder with VRAM estimates for the
+//! model and card, and `pressure` is the VRAM policy (readings in; alert, downgrade, upgrade
+//! out; pure).
+
+pub mod gguf;
+pub mod ladder;
+pub mod pressure;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
