@@ -751,6 +751,33 @@ pub enum ExitStatus {
     Signal(i32),
 }
 
+impl ExitStatus {
+    /// As a sentence's end: "exited with code 1", "was killed by signal 9 (SIGKILL)".
+    pub fn describe(self) -> String {
+        match self {
+            ExitStatus::Code(code) => format!("exited with code {code}"),
+            ExitStatus::Signal(signal) => {
+                let name = match signal {
+                    6 => " (SIGABRT)",
+                    9 => " (SIGKILL)",
+                    11 => " (SIGSEGV)",
+                    15 => " (SIGTERM)",
+                    _ => "",
+                };
+                format!("was killed by signal {signal}{name}")
+            }
+        }
+    }
+
+    /// For a table column: "exit 1", "signal 9".
+    pub fn short(self) -> String {
+        match self {
+            ExitStatus::Code(c) => format!("exit {c}"),
+            ExitStatus::Signal(s) => format!("signal {s}"),
+        }
+    }
+}
+
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerReport {

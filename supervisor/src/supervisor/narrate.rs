@@ -131,21 +131,10 @@ pub(super) fn describe_request(request: &Request) -> String {
     }
 }
 
-/// "exited with code 1", "was killed by signal 9 (SIGKILL)".
+/// "exited with code 1", "was killed by signal 9 (SIGKILL)" (the console and `mate ctl`
+/// read the same words from [`ExitStatus::describe`]).
 pub fn describe_exit(status: ExitStatus) -> String {
-    match status {
-        ExitStatus::Code(code) => format!("exited with code {code}"),
-        ExitStatus::Signal(signal) => {
-            let name = match signal {
-                6 => " (SIGABRT)",
-                9 => " (SIGKILL)",
-                11 => " (SIGSEGV)",
-                15 => " (SIGTERM)",
-                _ => "",
-            };
-            format!("was killed by signal {signal}{name}")
-        }
-    }
+    status.describe()
 }
 
 pub(super) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {

@@ -1,7 +1,7 @@
 //! The workers table: one row per worker, columns dropped by priority until the rest fit, the
 //! selected row in reverse video with a marker.
 
-use mate_protocol::{ExitStatus, WorkerReport, WorkerState};
+use mate_protocol::{WorkerReport, WorkerState};
 use ratatui::{
     layout::{Constraint, Rect},
     style::Style,
@@ -118,8 +118,8 @@ fn worker_cells(w: &WorkerReport, theme: &Theme) -> [(String, Style); 9] {
     let live = matches!(w.state, WorkerState::Running | WorkerState::Starting);
     let dash = || "-".to_string();
     let exit = match (&w.last_exit, &w.last_error) {
-        (Some(e), Some(err)) => format!("{}: {err}", exit_text(*e)),
-        (Some(e), None) => exit_text(*e),
+        (Some(e), Some(err)) => format!("{}: {err}", e.short()),
+        (Some(e), None) => e.short(),
         (None, Some(err)) => err.clone(),
         (None, None) => dash(),
     };
@@ -156,11 +156,4 @@ fn worker_cells(w: &WorkerReport, theme: &Theme) -> [(String, Style); 9] {
         ),
         (exit, exit_style),
     ]
-}
-
-fn exit_text(e: ExitStatus) -> String {
-    match e {
-        ExitStatus::Code(c) => format!("exit {c}"),
-        ExitStatus::Signal(s) => format!("signal {s}"),
-    }
 }
