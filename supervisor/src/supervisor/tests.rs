@@ -366,6 +366,16 @@ impl Loop {
         self.events().iter().any(|e| f(&e.kind))
     }
 
+    /// The bridge restarts; the avatar's state its first message carries.
+    fn restarted_bridge_avatar(&mut self) -> Vec<AvatarCommand> {
+        self.restart(BRIDGE);
+        let sent = self.sent(BRIDGE);
+        match sent.into_iter().next() {
+            Some(ToWorker::Unity { avatar, .. }) => avatar,
+            other => panic!("the bridge first gets the Unity settings, not {other:?}"),
+        }
+    }
+
     /// The one `Generate` the LLM was sent since the last look.
     fn generate(&mut self) -> (u64, Vec<ChatMessage>) {
         let sent = self.sent(LLM);
@@ -831,11 +841,7 @@ fn a_bridge_restart_gets_the_avatar_back() {
     let mut ok = l.request(Request::Avatar(expression.clone()));
     assert!(matches!(replies(&mut ok).as_slice(), [Reply::Ok]));
     l.exit(BRIDGE, ExitStatus::Signal(9));
-    l.restart(BRIDGE);
-    let sent = l.sent(BRIDGE);
-    let Some(ToWorker::Unity { avatar, .. }) = sent.first() else {
-        panic!("{sent:?}");
-    };
+    let avatar = l.restarted_bridge_avatar();
     assert!(avatar.contains(&expression), "{avatar:?}");
 }
 
@@ -850,11 +856,7 @@ fn an_avatar_command_while_the_bridge_is_away_is_kept_for_it() {
         matches!(got.as_slice(), [Reply::Error { message }] if message.contains("gets this when it is back")),
         "{got:?}"
     );
-    l.restart(BRIDGE);
-    let sent = l.sent(BRIDGE);
-    let Some(ToWorker::Unity { avatar, .. }) = sent.first() else {
-        panic!("{sent:?}");
-    };
+    let avatar = l.restarted_bridge_avatar();
     assert!(avatar.contains(&blink), "{avatar:?}");
 }
 
