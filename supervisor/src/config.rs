@@ -484,7 +484,9 @@ fn gpu(
         top_percent: thresholds.upgrade_below_percent,
         overhead_bytes: mb(c.overhead_mb, d_ladder.overhead_bytes),
     };
-    ladder.validate().map_err(ConfigError::Invalid)?;
+    ladder
+        .validate()
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     Ok(GpuSettings {
         choice,
         sample: c

@@ -7,6 +7,8 @@ use mate_protocol::{
 };
 use tokio::sync::mpsc;
 
+use crate::gpu::GpuError;
+
 /// Everything that can happen to the supervisor.
 #[derive(Debug)]
 pub enum Event {
@@ -37,6 +39,6 @@ pub enum Event {
     /// A connection was refused (bad token, garbage, flood, foreign user).
     Rejected(String),
     /// A GPU reading, or why there is none this time.
-    Gpu(Result<VramReading, String>),
+    Gpu(Result<VramReading, GpuError>),
     Stop(&'static str),
 }

@@ -160,7 +160,7 @@ pub fn all(b: &AllBench) -> anyhow::Result<AllReport> {
         mate: env!("CARGO_PKG_VERSION"),
         model: &b.model,
         gpu: crate::gpu::first_look(&crate::gpu::GpuChoice::Auto).map_or_else(
-            |note| note,
+            |note| note.to_string(),
             |(_, look)| look.info.map_or_else(|| "none".into(), |i| i.name),
         ),
     };

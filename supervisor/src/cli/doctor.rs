@@ -37,7 +37,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), Failure> {
     } = match gpu::first_look(&settings.gpu.choice) {
         Ok((_, look)) => look,
         Err(note) => gpu::FirstLook {
-            note: Some(note),
+            note: Some(note.to_string()),
             ..gpu::FirstLook::default()
         },
     };

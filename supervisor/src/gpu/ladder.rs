@@ -93,10 +93,26 @@ impl Default for LadderSpec {
     }
 }
 
+/// Why there is no ladder, or no such rung on it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LadderError {
+    /// `[gpu] ladder` and the `[profiles.*]` tables do not make a ladder mate can load.
+    #[error("{0}")]
+    Invalid(String),
+    /// A profile asked for (flag, environment, config) that is not on the ladder.
+    #[error("{0}")]
+    UnknownProfile(String),
+}
+
 impl LadderSpec {
     /// Checks the names: the ladder is not empty, has no duplicates, and every rung mate does
     /// not compute has a table, as does nothing outside the ladder.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LadderError> {
+        self.check_names().map_err(LadderError::Invalid)
+    }
+
+    fn check_names(&self) -> Result<(), String> {
         if self.order.is_empty() {
             return Err("[gpu] ladder is empty: name at least one profile".into());
         }
@@ -177,7 +193,7 @@ pub fn build(
     spec: &LadderSpec,
     facts: Option<&ModelFacts>,
     card_bytes: Option<u64>,
-) -> Result<Vec<Rung>, String> {
+) -> Result<Vec<Rung>, LadderError> {
     let computed = computed(spec, facts, card_bytes);
     let ladder: Vec<Rung> = spec
         .order
@@ -206,10 +222,10 @@ pub fn build(
         .iter()
         .find(|r| r.profile.kv_type != KvType::F16 && !r.profile.flash_attention)
     {
-        return Err(format!(
+        return Err(LadderError::Invalid(format!(
             "[profiles.{}]: a {:?} KV cache needs flash_attention = true",
             bad.profile.name, bad.profile.kv_type
-        ));
+        )));
     }
     Ok(ladder)
 }
@@ -353,7 +369,7 @@ pub fn plan(
     reading: Option<&VramReading>,
     asked: &str,
     below_percent: f32,
-) -> Result<Plan, String> {
+) -> Result<Plan, LadderError> {
     let facts = crate::gpu::gguf::read(model).map_err(|e| e.to_string());
     let ladder = build(spec, facts.as_ref().ok(), total_bytes)?;
     let (start, suggested) = if asked == "auto" {
@@ -366,7 +382,9 @@ pub fn plan(
         (asked.to_string(), false)
     };
     let Some(at) = ladder.iter().position(|r| r.profile.name == start) else {
-        return Err(unknown_profile(&ladder, &start));
+        return Err(LadderError::UnknownProfile(unknown_profile(
+            &ladder, &start,
+        )));
     };
     Ok(Plan {
         facts,
@@ -543,7 +561,7 @@ mod tests {
                 .collect(),
             ..LadderSpec::default()
         };
-        let err = |s: LadderSpec| s.validate().expect_err("invalid");
+        let err = |s: LadderSpec| s.validate().expect_err("invalid").to_string();
         assert!(err(spec(&[], &[])).contains("empty"));
         assert!(err(spec(&["cpu", "cpu"], &[])).contains("twice"));
         assert!(err(spec(&["turbo"], &[])).contains("[profiles.turbo]"));
@@ -557,7 +575,9 @@ mod tests {
                 ..ProfileOverride::default()
             },
         );
-        let e = build(&quantized, None, None).expect_err("q8_0 without flash attention");
+        let e = build(&quantized, None, None)
+            .expect_err("q8_0 without flash attention")
+            .to_string();
         assert!(
             e.contains("[profiles.cpu]") && e.contains("flash_attention"),
             "{e}"

@@ -59,12 +59,40 @@ pub struct LlmFootprint {
     pub estimated_bytes: u64,
 }
 
+/// Why there is no GPU reading. Each kind is handled differently: no card or monitoring off is
+/// a note (mate runs unmonitored), a bad scenario file refuses to start, and a failed sample
+/// fails that sample only.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    #[error("GPU monitoring is off")]
+    Off,
+    /// No NVIDIA card to watch: no driver library, no driver, no such index, no permission.
+    #[error("{0}")]
+    Absent(String),
+    /// One reading of the card failed; the next may work.
+    #[error("{0}")]
+    Sample(String),
+    /// The simulated card's scenario file cannot be read or makes no sense.
+    #[error("GPU scenario {}: {message}", path.display())]
+    Scenario { path: PathBuf, message: String },
+}
+
+impl GpuError {
+    fn scenario(path: &Path, e: impl std::fmt::Display) -> GpuError {
+        GpuError::Scenario {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Something that can read the VRAM state of one card.
 pub trait GpuProbe: Send {
     /// The card this probe watches.
     fn info(&self) -> &GpuInfo;
     /// One reading. `llm`: the LLM worker, when one runs with a loaded model.
-    fn sample(&mut self, llm: Option<LlmFootprint>) -> Result<VramReading, String>;
+    fn sample(&mut self, llm: Option<LlmFootprint>) -> Result<VramReading, GpuError>;
 }
 
 /// Which probe to use (from config / flags).
@@ -94,12 +122,12 @@ pub struct FirstLook {
 
 /// Opens the probe for `choice` and takes a first reading, as `mate up` and `mate doctor`
 /// both start. No NVIDIA GPU is a note; a broken scenario file is an error.
-pub fn first_look(choice: &GpuChoice) -> Result<(Option<Box<dyn GpuProbe>>, FirstLook), String> {
+pub fn first_look(choice: &GpuChoice) -> Result<(Option<Box<dyn GpuProbe>>, FirstLook), GpuError> {
     match open(choice) {
         Ok(mut probe) => {
             let (reading, note) = match probe.sample(None) {
                 Ok(r) => (Some(r), None),
-                Err(e) => (None, Some(e)),
+                Err(e) => (None, Some(e.to_string())),
             };
             let look = FirstLook {
                 info: Some(probe.info().clone()),
@@ -108,11 +136,11 @@ pub fn first_look(choice: &GpuChoice) -> Result<(Option<Box<dyn GpuProbe>>, Firs
             };
             Ok((Some(probe), look))
         }
-        Err(note) if matches!(choice, GpuChoice::Simulated(_)) => Err(note),
+        Err(e @ GpuError::Scenario { .. }) => Err(e),
         Err(note) => Ok((
             None,
             FirstLook {
-                note: Some(note),
+                note: Some(note.to_string()),
                 ..FirstLook::default()
             },
         )),
@@ -123,9 +151,9 @@ pub fn first_look(choice: &GpuChoice) -> Result<(Option<Box<dyn GpuProbe>>, Firs
 /// ("no NVIDIA GPU (libnvidia-ml.so.1 not found)", "GPU monitoring is off", or for Simulated a
 /// *clear* error naming the scenario file and what is wrong with it — the caller turns a bad
 /// scenario into a startup error, but a missing NVML is never an error).
-pub fn open(choice: &GpuChoice) -> Result<Box<dyn GpuProbe>, String> {
+pub fn open(choice: &GpuChoice) -> Result<Box<dyn GpuProbe>, GpuError> {
     match choice {
-        GpuChoice::Off => Err("GPU monitoring is off".to_owned()),
+        GpuChoice::Off => Err(GpuError::Off),
         GpuChoice::Auto => nvml::open(0),
         GpuChoice::Nvml { device } => nvml::open(*device),
         GpuChoice::Simulated(path) => Ok(Box::new(Simulated::open(path, Instant::now())?)),
@@ -141,7 +169,7 @@ pub fn sample_every(
     mut probe: Box<dyn GpuProbe>,
     every: Duration,
     llm: Arc<Mutex<Option<LlmFootprint>>>,
-    mut send: impl FnMut(Result<VramReading, String>) -> bool + Send + 'static,
+    mut send: impl FnMut(Result<VramReading, GpuError>) -> bool + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("gpu-probe".to_owned())
@@ -161,7 +189,7 @@ mod nvml {
     use nvml_wrapper::error::NvmlError;
     use nvml_wrapper::{Device, Nvml};
 
-    use super::{GpuInfo, GpuProbe, LlmFootprint, VramReading};
+    use super::{GpuError, GpuInfo, GpuProbe, LlmFootprint, VramReading};
 
     /// The library `Nvml::init` loads, for the "not found" note.
     #[cfg(target_os = "linux")]
@@ -178,20 +206,30 @@ mod nvml {
     }
 
     /// Initialises NVML and checks that device `index` answers.
-    pub(super) fn open(index: u32) -> Result<Box<dyn GpuProbe>, String> {
-        let nvml = Nvml::init().map_err(|e| match e {
-            NvmlError::LibloadingError(_) => format!("no NVIDIA GPU ({LIBRARY} not found)"),
-            NvmlError::DriverNotLoaded => "no NVIDIA GPU (the NVIDIA driver is not loaded)".into(),
-            NvmlError::NoPermission => "no NVIDIA GPU monitoring (NVML: permission denied)".into(),
-            e => format!("no NVIDIA GPU (NVML: {e})"),
+    pub(super) fn open(index: u32) -> Result<Box<dyn GpuProbe>, GpuError> {
+        let nvml = Nvml::init().map_err(|e| {
+            GpuError::Absent(match e {
+                NvmlError::LibloadingError(_) => format!("no NVIDIA GPU ({LIBRARY} not found)"),
+                NvmlError::DriverNotLoaded => {
+                    "no NVIDIA GPU (the NVIDIA driver is not loaded)".into()
+                }
+                NvmlError::NoPermission => {
+                    "no NVIDIA GPU monitoring (NVML: permission denied)".into()
+                }
+                e => format!("no NVIDIA GPU (NVML: {e})"),
+            })
         })?;
         let device = nvml.device_by_index(index).map_err(|e| {
             let count = nvml.device_count().unwrap_or(0);
-            format!("no NVIDIA GPU with index {index} ({count} found; NVML: {e})")
+            GpuError::Absent(format!(
+                "no NVIDIA GPU with index {index} ({count} found; NVML: {e})"
+            ))
         })?;
-        let memory = device
-            .memory_info()
-            .map_err(|e| format!("NVIDIA GPU {index}: cannot read its memory (NVML: {e})"))?;
+        let memory = device.memory_info().map_err(|e| {
+            GpuError::Absent(format!(
+                "NVIDIA GPU {index}: cannot read its memory (NVML: {e})"
+            ))
+        })?;
         let info = GpuInfo {
             name: device
                 .name()
@@ -208,15 +246,15 @@ mod nvml {
             &self.info
         }
 
-        fn sample(&mut self, llm: Option<LlmFootprint>) -> Result<VramReading, String> {
+        fn sample(&mut self, llm: Option<LlmFootprint>) -> Result<VramReading, GpuError> {
             let index = self.index;
             let device = self
                 .nvml
                 .device_by_index(index)
-                .map_err(|e| format!("NVIDIA GPU {index}: {e}"))?;
-            let memory = device
-                .memory_info()
-                .map_err(|e| format!("NVIDIA GPU {index}: cannot read its memory: {e}"))?;
+                .map_err(|e| GpuError::Sample(format!("NVIDIA GPU {index}: {e}")))?;
+            let memory = device.memory_info().map_err(|e| {
+                GpuError::Sample(format!("NVIDIA GPU {index}: cannot read its memory: {e}"))
+            })?;
             // What is gone is what is not free: the driver's reserved memory counts too.
             let used_bytes = memory.total.saturating_sub(memory.free);
             Ok(VramReading {
@@ -275,14 +313,10 @@ fn default_name() -> String {
 
 impl Scenario {
     /// Reads and checks `path`; the error names the file.
-    fn load(path: &Path) -> Result<Self, String> {
-        let text = fs::read_to_string(path)
-            .map_err(|e| format!("GPU scenario {}: {e}", path.display()))?;
-        let scenario: Self =
-            toml::from_str(&text).map_err(|e| format!("GPU scenario {}: {e}", path.display()))?;
-        scenario
-            .check()
-            .map_err(|e| format!("GPU scenario {}: {e}", path.display()))?;
+    fn load(path: &Path) -> Result<Self, GpuError> {
+        let text = fs::read_to_string(path).map_err(|e| GpuError::scenario(path, e))?;
+        let scenario: Self = toml::from_str(&text).map_err(|e| GpuError::scenario(path, e))?;
+        scenario.check().map_err(|e| GpuError::scenario(path, e))?;
         Ok(scenario)
     }
 
@@ -332,8 +366,8 @@ impl Scenario {
 /// What identifies one version of the scenario file without reading it.
 type Stamp = (Option<SystemTime>, u64);
 
-fn stamp(path: &Path) -> Result<Stamp, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("GPU scenario {}: {e}", path.display()))?;
+fn stamp(path: &Path) -> Result<Stamp, GpuError> {
+    let meta = fs::metadata(path).map_err(|e| GpuError::scenario(path, e))?;
     Ok((meta.modified().ok(), meta.len()))
 }
 
@@ -349,7 +383,7 @@ struct Simulated {
 
 impl Simulated {
     /// Loads `path`; its timeline starts at `now`.
-    fn open(path: &Path, now: Instant) -> Result<Self, String> {
+    fn open(path: &Path, now: Instant) -> Result<Self, GpuError> {
         let stamp = stamp(path)?;
         let scenario = Scenario::load(path)?;
         let mut sim = Self {
@@ -375,7 +409,7 @@ impl Simulated {
 
     /// Re-reads the file if it changed. On failure the previous scenario stays and the file is
     /// retried next time (the stamp is kept, so a half-written file is read again once complete).
-    fn reload_if_changed(&mut self, now: Instant) -> Result<(), String> {
+    fn reload_if_changed(&mut self, now: Instant) -> Result<(), GpuError> {
         let stamp = stamp(&self.path)?;
         if stamp == self.stamp {
             return Ok(());
@@ -392,7 +426,7 @@ impl Simulated {
         &mut self,
         now: Instant,
         llm: Option<LlmFootprint>,
-    ) -> Result<VramReading, String> {
+    ) -> Result<VramReading, GpuError> {
         self.reload_if_changed(now)?;
         let t = now.saturating_duration_since(self.started).as_secs_f64();
         let total = self.info.total_bytes;
@@ -414,7 +448,7 @@ impl GpuProbe for Simulated {
         &self.info
     }
 
-    fn sample(&mut self, llm: Option<LlmFootprint>) -> Result<VramReading, String> {
+    fn sample(&mut self, llm: Option<LlmFootprint>) -> Result<VramReading, GpuError> {
         self.sample_at(Instant::now(), llm)
     }
 }
@@ -531,7 +565,10 @@ mb = 2048
 
         // Broken: the sample fails, naming the file; the old scenario stays.
         write(&dir, "total_mb = ");
-        let err = sim.sample_at(at(base, 106.0), None).unwrap_err();
+        let err = sim
+            .sample_at(at(base, 106.0), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("scenario.toml"), "{err}");
         assert_eq!(sim.info().total_bytes, 8192 * MB);
         assert!(
@@ -579,12 +616,18 @@ mb = 2048
         ];
         for (text, problem) in cases {
             let path = write(&dir, text);
-            let err = open(&GpuChoice::Simulated(path.clone())).err().unwrap();
+            let err = open(&GpuChoice::Simulated(path.clone()))
+                .err()
+                .unwrap()
+                .to_string();
             assert!(err.contains(&path.display().to_string()), "{err}");
             assert!(err.contains(problem), "{text:?} gave {err}");
         }
         let missing = dir.path().join("missing.toml");
-        let err = open(&GpuChoice::Simulated(missing)).err().unwrap();
+        let err = open(&GpuChoice::Simulated(missing))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("missing.toml"), "{err}");
     }
 
@@ -609,13 +652,13 @@ mb = 2048
             assert!(r.used_bytes <= r.total_bytes && r.total_bytes == probe.info().total_bytes);
         } else {
             let note = probe.err().unwrap();
-            assert!(note.starts_with("no NVIDIA GPU"), "{note}");
+            assert!(matches!(note, GpuError::Absent(_)), "{note:?}");
+            assert!(note.to_string().starts_with("no NVIDIA GPU"), "{note}");
             assert!(started.elapsed() < Duration::from_secs(5));
         }
-        assert_eq!(
-            open(&GpuChoice::Off).err().unwrap(),
-            "GPU monitoring is off"
-        );
+        let off = open(&GpuChoice::Off).err().unwrap();
+        assert_eq!(off, GpuError::Off);
+        assert_eq!(off.to_string(), "GPU monitoring is off");
     }
 
     #[test]

@@ -54,7 +54,7 @@ use crate::{
     cues::CueFilter,
     gpu::ladder::{self, unknown_profile},
     gpu::pressure::{Pressure, Verdict},
-    gpu::{self, LlmFootprint},
+    gpu::{self, GpuError, LlmFootprint},
     policy::{Decision, Restarts},
     server::{self, Auth},
     store::journal::{now_ms, Journal},
@@ -102,7 +102,7 @@ pub struct Options {
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let state_dir = opts.settings.state_dir.clone();
     // Before anything is created in the state dir: a broken scenario file leaves nothing behind.
-    let (probe, gpu) = gpu::first_look(&opts.settings.gpu.choice).map_err(anyhow::Error::msg)?;
+    let (probe, gpu) = gpu::first_look(&opts.settings.gpu.choice)?;
     let lock = StateLock::acquire(&state_dir)?;
     // No worker runs on this state dir now: half-written snapshots of earlier ones can go.
     remove_interrupted_writes(&state_dir);

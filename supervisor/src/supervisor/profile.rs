@@ -144,10 +144,11 @@ impl Supervisor {
             })
     }
 
-    pub(super) fn on_gpu(&mut self, reading: Result<VramReading, String>) {
+    pub(super) fn on_gpu(&mut self, reading: Result<VramReading, GpuError>) {
         let reading = match reading {
             Ok(reading) => reading,
             Err(e) => {
+                let e = e.to_string();
                 if self.gpu.note.as_ref() != Some(&e) {
                     self.journal.record(
                         Level::Warn,
