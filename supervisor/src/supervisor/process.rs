@@ -16,6 +16,29 @@ pub(super) enum Intent {
     Fail(String),
 }
 
+/// How far a process got in starting; each step implies the ones before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Reached {
+    Spawned,
+    /// It said `Ready`: the bridge serves; the LLM loads its model.
+    Ready,
+    /// LLM: the model is loaded; it serves.
+    Loaded,
+}
+
+/// Where a process is on its way out, each stage with its own data, so a kill deadline
+/// without an intent, or a kill with a deadline still pending, cannot be written.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Stage {
+    /// Nothing asked of it: starting or serving (see [`Reached`]).
+    Running,
+    /// Asked to exit; SIGKILL at `kill_at` if it has not.
+    Stopping { intent: Intent, kill_at: Instant },
+    /// SIGKILL sent (the grace period ended, it hung, or it could not be asked): only its
+    /// exit is still to come. `Intent::None` when it was killed for hanging.
+    Killed { intent: Intent },
+}
+
 /// A live worker process.
 #[derive(Debug)]
 pub(super) struct Process {
@@ -24,18 +47,12 @@ pub(super) struct Process {
     pub(super) spawned_at: Instant,
     pub(super) kill: Option<oneshot::Sender<()>>,
     pub(super) tx: Option<mpsc::Sender<ToWorker>>,
-    pub(super) ready: bool,
-    /// LLM: the model is loaded.
-    pub(super) loaded: bool,
-    pub(super) intent: Intent,
+    pub(super) reached: Reached,
+    pub(super) stage: Stage,
     pub(super) last_answer: Instant,
     pub(super) next_seq: u64,
     /// Heartbeats sent since the worker last said anything.
     pub(super) unanswered: u32,
-    /// SIGKILL at this instant (end of a grace period).
-    pub(super) kill_at: Option<Instant>,
-    /// SIGKILL was sent: only its exit is still to come.
-    pub(super) killed: bool,
     /// LLM: the profile it loaded.
     pub(super) profile: Option<String>,
     /// Where this process's output starts in the worker's log files (stderr, tracing), so an
@@ -48,11 +65,33 @@ impl Process {
         self.tx.as_ref().is_some_and(|tx| tx.try_send(msg).is_ok())
     }
 
+    /// Sends SIGKILL (through the launcher); what its exit means stays as it was.
     pub(super) fn kill(&mut self) {
-        self.killed = true;
         if let Some(kill) = self.kill.take() {
             let _ = kill.send(());
         }
+        let intent = match std::mem::replace(&mut self.stage, Stage::Running) {
+            Stage::Running => Intent::None,
+            Stage::Stopping { intent, .. } | Stage::Killed { intent } => intent,
+        };
+        self.stage = Stage::Killed { intent };
+    }
+
+    /// What its exit will mean.
+    pub(super) fn intent(&self) -> &Intent {
+        match &self.stage {
+            Stage::Running => &Intent::None,
+            Stage::Stopping { intent, .. } | Stage::Killed { intent } => intent,
+        }
+    }
+
+    pub(super) fn ready(&self) -> bool {
+        self.reached >= Reached::Ready
+    }
+
+    /// The LLM serves on it: loaded, and not on its way out.
+    pub(super) fn serving_model(&self) -> bool {
+        self.reached == Reached::Loaded && self.stage == Stage::Running
     }
 }
 

@@ -136,11 +136,7 @@ impl Supervisor {
             .process
             .as_ref()
             .is_some_and(|p| {
-                p.loaded
-                    && p.intent == Intent::None
-                    && p.kill_at.is_none()
-                    && !p.killed
-                    && p.profile.as_deref() == Some(self.profile.as_str())
+                p.serving_model() && p.profile.as_deref() == Some(self.profile.as_str())
             })
     }
 

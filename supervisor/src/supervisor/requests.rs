@@ -75,7 +75,7 @@ impl Supervisor {
                     Ok(Some(Reply::Ok))
                 } else {
                     let w = self.worker(WorkerKind::Bridge);
-                    let state = match (w.state, w.process.as_ref().is_some_and(|p| p.ready)) {
+                    let state = match (w.state, w.process.as_ref().is_some_and(Process::ready)) {
                         (WorkerState::Running, true) => "too far behind".to_string(),
                         (state, _) => state.as_str().to_string(),
                     };
@@ -208,8 +208,11 @@ impl Supervisor {
         }
         let w = self.worker(kind);
         match &mut w.process {
-            Some(p) if matches!(p.intent, Intent::Stop | Intent::Fail(_)) => {
-                p.intent = Intent::Restart;
+            Some(Process {
+                stage: Stage::Stopping { intent, .. } | Stage::Killed { intent },
+                ..
+            }) if matches!(intent, Intent::Stop | Intent::Fail(_)) => {
+                *intent = Intent::Restart;
                 w.history.clear();
                 Ok(true)
             }

@@ -954,3 +954,20 @@ fn the_status_reports_states_restarts_and_the_session() {
     assert_eq!(status.uptime_ms, 60_000);
     assert_eq!(status.profile, "cpu");
 }
+
+#[test]
+fn a_stop_that_arrives_after_a_hang_kill_keeps_the_worker_stopped() {
+    let mut l = Loop::up();
+    l.silent.push(BRIDGE);
+    while !l.kill_asked(BRIDGE) {
+        l.run_for(Duration::from_millis(100));
+    }
+    // Killed for hanging, its exit not seen yet: a stop now decides what the exit means.
+    let mut stop = l.request(Request::Stop { worker: BRIDGE });
+    assert_eq!(l.state(BRIDGE), WorkerState::Stopping);
+    l.exit(BRIDGE, ExitStatus::Signal(9));
+    assert!(matches!(replies(&mut stop).as_slice(), [Reply::Ok]));
+    assert_eq!(l.state(BRIDGE), WorkerState::Stopped);
+    l.run_for(60 * SECOND);
+    assert_eq!(l.spawned(BRIDGE), 1, "not restarted as a crash");
+}

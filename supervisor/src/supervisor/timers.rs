@@ -9,11 +9,12 @@ impl Supervisor {
         let mut next = self.next_heartbeat;
         for w in &self.workers {
             next = next.min(w.restart_at.unwrap_or(next));
-            if let Some(p) = &w.process {
-                next = next.min(p.kill_at.unwrap_or(next));
-                if !p.ready {
+            match w.process.as_ref().map(|p| (&p.stage, p)) {
+                Some((Stage::Stopping { kill_at, .. }, _)) => next = next.min(*kill_at),
+                Some((Stage::Running, p)) if !p.ready() => {
                     next = next.min(p.spawned_at + policy.start_deadline);
                 }
+                _ => {}
             }
         }
         next
@@ -33,12 +34,13 @@ impl Supervisor {
             let Some(p) = &mut self.worker(kind).process else {
                 continue;
             };
-            if p.kill_at.is_some_and(|t| t <= now) {
-                p.kill_at = None;
-                p.kill();
-            } else if !p.ready && now - p.spawned_at >= policy.start_deadline {
-                let secs = policy.start_deadline.as_secs();
-                self.hung(kind, now, format!("did not start within {secs} s"));
+            match p.stage {
+                Stage::Stopping { kill_at, .. } if kill_at <= now => p.kill(),
+                Stage::Running if !p.ready() && now - p.spawned_at >= policy.start_deadline => {
+                    let secs = policy.start_deadline.as_secs();
+                    self.hung(kind, now, format!("did not start within {secs} s"));
+                }
+                _ => {}
             }
         }
         if now >= self.next_heartbeat {
@@ -60,7 +62,7 @@ impl Supervisor {
             });
             let stalled_ms = stalled.map_or(0, |v| v.stalled_ms);
             let Some(p) = &mut w.process else { continue };
-            if p.tx.is_none() || p.kill_at.is_some() || p.killed {
+            if p.tx.is_none() || p.stage != Stage::Running {
                 continue;
             }
             let silent = now - p.last_answer;
@@ -98,8 +100,6 @@ impl Supervisor {
         p.kill();
         // Stop watching it; the exit comes as an event.
         p.tx = None;
-        p.kill_at = None;
-        p.ready = true;
         self.worker(kind).last_error = Some(format!("hung: {why}"));
         self.record(
             Level::Warn,

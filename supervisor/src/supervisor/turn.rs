@@ -42,7 +42,7 @@ impl Supervisor {
         self.worker(WorkerKind::Llm)
             .process
             .as_ref()
-            .is_some_and(|p| p.loaded && p.kill_at.is_none() && !p.killed)
+            .is_some_and(Process::serving_model)
     }
 
     /// The conversation as the LLM sees it: system prompt and every completed turn.
@@ -183,7 +183,7 @@ impl Supervisor {
         self.worker(WorkerKind::Bridge)
             .process
             .as_ref()
-            .is_some_and(|p| p.ready && p.send(ToWorker::Avatar(cmd)))
+            .is_some_and(|p| p.ready() && p.send(ToWorker::Avatar(cmd)))
     }
 
     /// The avatar's whole state again, for a bridge that missed part of it (Unity may be told a
@@ -203,7 +203,7 @@ impl Supervisor {
             .worker(WorkerKind::Llm)
             .process
             .as_ref()
-            .is_some_and(|p| p.intent == Intent::Restart);
+            .is_some_and(|p| *p.intent() == Intent::Restart);
         let Some(turn) = &mut self.turn else { return };
         if stats.stop == StopReason::Cancelled && !turn.cancelled && restarting {
             // Stopped by the restart we asked for, not by the user: the next process

@@ -64,14 +64,11 @@ impl Supervisor {
             spawned_at: now,
             kill: Some(kill),
             tx: None,
-            ready: false,
-            loaded: false,
-            intent: Intent::None,
+            reached: Reached::Spawned,
+            stage: Stage::Running,
             last_answer: now,
             next_seq: 0,
             unanswered: 0,
-            kill_at: None,
-            killed: false,
             profile: None,
             log_starts,
         })
@@ -85,20 +82,32 @@ impl Supervisor {
         let Some(p) = &mut w.process else {
             return;
         };
-        p.intent = intent;
-        if p.kill_at.is_some() {
-            return;
+        match &mut p.stage {
+            // Already on its way out: only what its exit means changes.
+            Stage::Stopping {
+                intent: current, ..
+            } => {
+                *current = intent;
+                return;
+            }
+            Stage::Killed { intent: current } => {
+                *current = intent;
+                w.state = WorkerState::Stopping;
+                return;
+            }
+            Stage::Running => {}
         }
         w.state = WorkerState::Stopping;
         let asked = p.send(ToWorker::Shutdown {
             grace_ms: grace.as_millis() as u32,
         });
-        if asked {
-            p.kill_at = Some(now + grace);
-        } else {
+        p.stage = Stage::Stopping {
+            intent,
+            kill_at: now + grace,
+        };
+        if !asked {
             // Not connected yet (or its queue is full): nothing to wait for.
             p.kill();
-            p.kill_at = Some(now + grace);
         }
     }
 
@@ -129,7 +138,7 @@ impl Supervisor {
         p.unanswered = 0;
         match msg {
             FromWorker::Ready => {
-                p.ready = true;
+                p.reached = p.reached.max(Reached::Ready);
                 let pid = p.pid.unwrap_or(0);
                 if kind == WorkerKind::Llm {
                     let load = self.load_message();
@@ -161,7 +170,7 @@ impl Supervisor {
                 }
             }
             FromWorker::Loaded(report) => {
-                p.loaded = true;
+                p.reached = Reached::Loaded;
                 p.profile = Some(report.profile.clone());
                 let pid = p.pid.unwrap_or(0);
                 self.threads_chosen = Some((report.n_threads, self.now));
@@ -278,7 +287,9 @@ impl Supervisor {
         w.last_exit = Some(status);
         // A dead process has no RSS, and a dead bridge no Unity connection.
         w.vitals = WorkerVitals::default();
-        let expected = p.intent != Intent::None;
+        let killed = matches!(p.stage, Stage::Killed { .. });
+        let intent = p.intent().clone();
+        let expected = intent != Intent::None;
         let level = if expected { Level::Info } else { Level::Warn };
         self.record(
             level,
@@ -305,7 +316,7 @@ impl Supervisor {
                 self.complete_turn(cancelled_stats());
             }
         }
-        match p.intent {
+        match intent {
             Intent::Restart if !self.stopping => {
                 self.worker(kind).restarts += 1;
                 self.spawn(kind);
@@ -318,7 +329,7 @@ impl Supervisor {
             Intent::None if self.stopping => self.worker(kind).state = WorkerState::Stopped,
             // A process killed for hanging did not die of what its logs say.
             Intent::None => {
-                let logs = (!p.killed).then_some(&p.log_starts);
+                let logs = (!killed).then_some(&p.log_starts);
                 self.after_crash(kind, status, ran_for, logs)
             }
         }
