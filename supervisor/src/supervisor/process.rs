@@ -98,7 +98,9 @@ impl Process {
 #[derive(Debug)]
 pub(super) struct Worker {
     pub(super) kind: WorkerKind,
-    pub(super) state: WorkerState,
+    /// It failed and stays failed until started again (its state is otherwise derived from
+    /// its process, or the restart it waits for: see [`Worker::state`]).
+    pub(super) failed: bool,
     pub(super) process: Option<Process>,
     pub(super) generation: u64,
     /// Processes started after the first.
@@ -123,7 +125,7 @@ impl Worker {
     pub(super) fn new(kind: WorkerKind) -> Worker {
         Worker {
             kind,
-            state: WorkerState::Stopped,
+            failed: false,
             process: None,
             generation: 0,
             restarts: 0,
@@ -136,11 +138,26 @@ impl Worker {
         }
     }
 
-    /// Ready to serve (the bridge on hello, the LLM once its model is loaded); a worker
-    /// being stopped stays `Stopping`.
-    pub(super) fn started(&mut self) {
-        if self.state == WorkerState::Starting {
-            self.state = WorkerState::Running;
+    /// The state users see, derived from the process's lifecycle: running once it serves
+    /// (the bridge on hello, the LLM once its model is loaded), stopping once asked to exit
+    /// (a process killed for hanging keeps the state it had), backoff while a restart waits.
+    pub(super) fn state(&self) -> WorkerState {
+        if self.failed {
+            return WorkerState::Failed;
+        }
+        let serves = match self.kind {
+            WorkerKind::Llm => Reached::Loaded,
+            WorkerKind::Bridge => Reached::Ready,
+        };
+        match &self.process {
+            None if self.restart_at.is_some() => WorkerState::Backoff,
+            None => WorkerState::Stopped,
+            Some(p) => match p.stage {
+                Stage::Stopping { .. } => WorkerState::Stopping,
+                Stage::Killed { ref intent } if *intent != Intent::None => WorkerState::Stopping,
+                _ if p.reached >= serves => WorkerState::Running,
+                _ => WorkerState::Starting,
+            },
         }
     }
 
@@ -152,7 +169,7 @@ impl Worker {
             .unwrap_or(profile);
         WorkerReport {
             kind: self.kind,
-            state: self.state,
+            state: self.state(),
             pid: self.process.as_ref().and_then(|p| p.pid),
             uptime_ms: self
                 .process

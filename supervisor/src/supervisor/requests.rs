@@ -75,7 +75,7 @@ impl Supervisor {
                     Ok(Some(Reply::Ok))
                 } else {
                     let w = self.worker(WorkerKind::Bridge);
-                    let state = match (w.state, w.process.as_ref().is_some_and(Process::ready)) {
+                    let state = match (w.state(), w.process.as_ref().is_some_and(Process::ready)) {
                         (WorkerState::Running, true) => "too far behind".to_string(),
                         (state, _) => state.as_str().to_string(),
                     };
@@ -195,7 +195,7 @@ impl Supervisor {
         if w.process.is_some() {
             self.shut_down(kind, Intent::Stop);
         } else {
-            w.state = WorkerState::Stopped;
+            w.failed = false;
             self.end_turn_if_llm_gone(kind);
         }
     }
@@ -254,7 +254,7 @@ impl Supervisor {
     pub(super) fn set_profile(&mut self, name: String) -> Result<Option<Reply>, String> {
         if self.change_profile(name, "asked for by ctl profile")? {
             let llm = self.worker(WorkerKind::Llm);
-            if !matches!(llm.state, WorkerState::Stopped | WorkerState::Failed) {
+            if !matches!(llm.state(), WorkerState::Stopped | WorkerState::Failed) {
                 self.respawn(WorkerKind::Llm);
             }
         }

@@ -193,7 +193,7 @@ impl Loop {
     }
 
     fn state(&self, kind: WorkerKind) -> WorkerState {
-        self.worker(kind).state
+        self.worker(kind).state()
     }
 
     /// Handles an event, then what the real loop would do at once: ticks that are due.

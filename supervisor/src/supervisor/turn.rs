@@ -296,9 +296,11 @@ impl Supervisor {
             return;
         }
         let w = self.worker(kind);
-        if matches!(w.state, WorkerState::Failed | WorkerState::Stopped) {
+        if matches!(w.state(), WorkerState::Failed | WorkerState::Stopped) {
             let why = match &w.last_error {
-                Some(e) if w.state == WorkerState::Failed => format!("the LLM worker failed: {e}"),
+                Some(e) if w.state() == WorkerState::Failed => {
+                    format!("the LLM worker failed: {e}")
+                }
                 _ => "the LLM worker was stopped".to_string(),
             };
             self.fail_turn(why);
@@ -319,11 +321,11 @@ impl Supervisor {
             return Err("nothing to say: the message is empty".into());
         }
         let w = self.worker(WorkerKind::Llm);
-        if matches!(w.state, WorkerState::Failed | WorkerState::Stopped) {
+        if matches!(w.state(), WorkerState::Failed | WorkerState::Stopped) {
             let why = w.last_error.clone().unwrap_or_else(|| "stopped".into());
             return Err(format!(
                 "the LLM worker is {}: {why}; `mate ctl start llm` starts it again",
-                w.state.as_str()
+                w.state().as_str()
             ));
         }
         self.turn = Some(ActiveTurn {

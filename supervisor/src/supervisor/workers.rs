@@ -16,7 +16,7 @@ impl Supervisor {
             Ok(process) => {
                 let pid = process.pid.unwrap_or(0);
                 let w = self.worker(kind);
-                w.state = WorkerState::Starting;
+                w.failed = false;
                 w.process = Some(process);
                 self.record(
                     Level::Info,
@@ -92,12 +92,12 @@ impl Supervisor {
             }
             Stage::Killed { intent: current } => {
                 *current = intent;
-                w.state = WorkerState::Stopping;
+                w.failed = false;
                 return;
             }
             Stage::Running => {}
         }
-        w.state = WorkerState::Stopping;
+        w.failed = false;
         let asked = p.send(ToWorker::Shutdown {
             grace_ms: grace.as_millis() as u32,
         });
@@ -154,7 +154,6 @@ impl Supervisor {
                     if let Some(p) = self.process(kind, generation) {
                         p.send(unity);
                     }
-                    self.worker(kind).started();
                 }
                 self.record(
                     Level::Info,
@@ -182,7 +181,6 @@ impl Supervisor {
                     estimated_bytes,
                 }));
                 self.pressure.settled();
-                self.worker(kind).started();
                 self.record(
                     Level::Info,
                     Some(kind),
@@ -323,10 +321,10 @@ impl Supervisor {
             }
             Intent::Fail(reason) => self.fail(kind, reason),
             Intent::Stop | Intent::Restart => {
-                self.worker(kind).state = WorkerState::Stopped;
+                self.worker(kind).failed = false;
                 self.end_turn_if_llm_gone(kind);
             }
-            Intent::None if self.stopping => self.worker(kind).state = WorkerState::Stopped,
+            Intent::None if self.stopping => self.worker(kind).failed = false,
             // A process killed for hanging did not die of what its logs say.
             Intent::None => {
                 let logs = (!killed).then_some(&p.log_starts);
@@ -351,7 +349,7 @@ impl Supervisor {
                     } else {
                         format!(
                             "the {kind} worker did not start: {}",
-                            w.last_error.as_deref().unwrap_or(w.state.as_str())
+                            w.last_error.as_deref().unwrap_or(w.state().as_str())
                         )
                     },
                 },
@@ -396,7 +394,7 @@ impl Supervisor {
         let w = self.worker(kind);
         match w.history.after_crash(&policy, now, ran_for) {
             Decision::Restart { delay, attempt } => {
-                w.state = WorkerState::Backoff;
+                w.failed = false;
                 w.restart_at = Some(now + delay);
                 let delay_ms = delay.as_millis() as u64;
                 self.record(
@@ -424,7 +422,7 @@ impl Supervisor {
 
     pub(super) fn fail(&mut self, kind: WorkerKind, reason: String) {
         let w = self.worker(kind);
-        w.state = WorkerState::Failed;
+        w.failed = true;
         w.restart_at = None;
         w.last_error = Some(reason.clone());
         let message =
