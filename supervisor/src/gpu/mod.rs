@@ -616,18 +616,18 @@ mb = 2048
         ];
         for (text, problem) in cases {
             let path = write(&dir, text);
-            let err = open(&GpuChoice::Simulated(path.clone()))
-                .err()
-                .unwrap()
-                .to_string();
+            let Err(err) = open(&GpuChoice::Simulated(path.clone())) else {
+                panic!("{text:?} was accepted");
+            };
+            let err = err.to_string();
             assert!(err.contains(&path.display().to_string()), "{err}");
             assert!(err.contains(problem), "{text:?} gave {err}");
         }
         let missing = dir.path().join("missing.toml");
-        let err = open(&GpuChoice::Simulated(missing))
-            .err()
-            .unwrap()
-            .to_string();
+        let Err(err) = open(&GpuChoice::Simulated(missing)) else {
+            panic!("a missing scenario file was accepted");
+        };
+        let err = err.to_string();
         assert!(err.contains("missing.toml"), "{err}");
     }
 
@@ -656,7 +656,9 @@ mb = 2048
             assert!(note.to_string().starts_with("no NVIDIA GPU"), "{note}");
             assert!(started.elapsed() < Duration::from_secs(5));
         }
-        let off = open(&GpuChoice::Off).err().unwrap();
+        let Err(off) = open(&GpuChoice::Off) else {
+            panic!("monitoring off still opened a probe");
+        };
         assert_eq!(off, GpuError::Off);
         assert_eq!(off.to_string(), "GPU monitoring is off");
     }

@@ -77,8 +77,8 @@ mod workers;
 
 pub use crate::event::Event;
 pub use launcher::{Launch, Launched, Launcher, ProcessLauncher};
+pub use narrate::gib;
 use narrate::*;
-pub use narrate::{describe_exit, gib};
 use process::*;
 use state_files::{remove_interrupted_writes, write_private};
 pub use state_files::{AlreadyRunning, StateLock};

@@ -131,12 +131,6 @@ pub(super) fn describe_request(request: &Request) -> String {
     }
 }
 
-/// "exited with code 1", "was killed by signal 9 (SIGKILL)" (the console and `mate ctl`
-/// read the same words from [`ExitStatus::describe`]).
-pub fn describe_exit(status: ExitStatus) -> String {
-    status.describe()
-}
-
 pub(super) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     #[cfg(unix)]
     {

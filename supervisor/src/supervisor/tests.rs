@@ -45,10 +45,10 @@ fn a_second_supervisor_on_the_same_state_dir_is_refused_with_the_pid() {
 #[test]
 fn exits_read_as_words() {
     assert_eq!(
-        describe_exit(ExitStatus::Signal(9)),
+        ExitStatus::Signal(9).describe(),
         "was killed by signal 9 (SIGKILL)"
     );
-    assert_eq!(describe_exit(ExitStatus::Code(3)), "exited with code 3");
+    assert_eq!(ExitStatus::Code(3).describe(), "exited with code 3");
 }
 
 // ---- the loop, in process ------------------------------------------------------------------
@@ -283,6 +283,18 @@ impl Loop {
             generation,
             msg,
         });
+    }
+
+    /// The LLM streams `text` for request `id`.
+    fn chunk(&mut self, request_id: u64, text: &str) {
+        let text = text.into();
+        self.send(LLM, FromWorker::Chunk { request_id, text });
+    }
+
+    /// The LLM ends request `id`.
+    fn done(&mut self, request_id: u64, stop: StopReason) {
+        let stats = stats(stop);
+        self.send(LLM, FromWorker::Done { request_id, stats });
     }
 
     /// The current process of `kind` exits.
@@ -580,13 +592,7 @@ fn an_llm_death_mid_reply_resumes_the_reply_in_the_next_worker() {
     let (id, messages) = l.generate();
     assert_eq!(messages.last().map(|m| m.role), Some(ChatRole::User));
     for text in ["Once upon ", "a time"] {
-        l.send(
-            LLM,
-            FromWorker::Chunk {
-                request_id: id,
-                text: text.into(),
-            },
-        );
+        l.chunk(id, text);
     }
     l.exit(LLM, ExitStatus::Signal(9));
     l.restart(LLM);
@@ -598,20 +604,8 @@ fn an_llm_death_mid_reply_resumes_the_reply_in_the_next_worker() {
         last.text, "Once upon a time",
         "the new worker continues the reply"
     );
-    l.send(
-        LLM,
-        FromWorker::Chunk {
-            request_id: id2,
-            text: ", a cat.".into(),
-        },
-    );
-    l.send(
-        LLM,
-        FromWorker::Done {
-            request_id: id2,
-            stats: stats(StopReason::EndOfText),
-        },
-    );
+    l.chunk(id2, ", a cat.");
+    l.done(id2, StopReason::EndOfText);
     let got = replies(&mut client);
     assert_eq!(
         text_of(&got),
@@ -629,13 +623,7 @@ fn a_late_done_from_the_process_that_died_completes_the_turn_once() {
     let mut l = Loop::up();
     let mut client = l.request(Request::Chat { text: "Hi".into() });
     let (id, _) = l.generate();
-    l.send(
-        LLM,
-        FromWorker::Chunk {
-            request_id: id,
-            text: "Hello!".into(),
-        },
-    );
+    l.chunk(id, "Hello!");
     // The process exits, and its last words (sent before it died) arrive after the exit.
     let old = l.generation(LLM);
     l.exit(LLM, ExitStatus::Code(0));
@@ -670,13 +658,7 @@ fn ctl_restart_mid_reply_resumes_in_the_new_process() {
     let mut l = Loop::up();
     let mut client = l.request(Request::Chat { text: "Hi".into() });
     let (id, _) = l.generate();
-    l.send(
-        LLM,
-        FromWorker::Chunk {
-            request_id: id,
-            text: "Well, ".into(),
-        },
-    );
+    l.chunk(id, "Well, ");
     let mut ok = l.request(Request::Restart {
         worker: LLM,
         profile: None,
@@ -689,33 +671,15 @@ fn ctl_restart_mid_reply_resumes_in_the_new_process() {
         "the running process is asked to stop"
     );
     // It stops at the next token boundary: its reply ends as cancelled, and it exits.
-    l.send(
-        LLM,
-        FromWorker::Done {
-            request_id: id,
-            stats: stats(StopReason::Cancelled),
-        },
-    );
+    l.done(id, StopReason::Cancelled);
     assert!(l.sup.turn.is_some(), "the turn goes on");
     l.exit(LLM, ExitStatus::Code(0));
     assert_eq!(l.spawned(LLM), 2);
     l.serve(LLM);
     let (id2, messages) = l.generate();
     assert_eq!(messages.last().map(|m| m.text.as_str()), Some("Well, "));
-    l.send(
-        LLM,
-        FromWorker::Chunk {
-            request_id: id2,
-            text: "hello.".into(),
-        },
-    );
-    l.send(
-        LLM,
-        FromWorker::Done {
-            request_id: id2,
-            stats: stats(StopReason::EndOfText),
-        },
-    );
+    l.chunk(id2, "hello.");
+    l.done(id2, StopReason::EndOfText);
     assert_eq!(text_of(&replies(&mut client)), "Well, hello.");
     assert_eq!(l.worker(LLM).restarts, 1);
 }
@@ -865,13 +829,7 @@ fn a_cancel_ends_the_reply_even_when_the_worker_dies_first() {
     let mut l = Loop::up();
     let mut client = l.request(Request::Chat { text: "Hi".into() });
     let (id, _) = l.generate();
-    l.send(
-        LLM,
-        FromWorker::Chunk {
-            request_id: id,
-            text: "Hm".into(),
-        },
-    );
+    l.chunk(id, "Hm");
     let _ = l.request(Request::Cancel);
     assert!(l
         .sent(LLM)

@@ -296,7 +296,7 @@ impl Supervisor {
             format!(
                 "{kind} worker (pid {}) {} after {:.1} s",
                 p.pid.unwrap_or(0),
-                describe_exit(status),
+                status.describe(),
                 ran_for.as_secs_f32()
             ),
         );
@@ -367,7 +367,7 @@ impl Supervisor {
     ) {
         let policy = self.opts.settings.policy;
         let now = self.now;
-        self.worker(kind).last_error = Some(format!("{} unexpectedly", describe_exit(status)));
+        self.worker(kind).last_error = Some(format!("{} unexpectedly", status.describe()));
         if kind == WorkerKind::Llm {
             let oom = if status == ExitStatus::Code(EXIT_LOAD_FAILED) {
                 Some("could not create its context".to_string())

@@ -6,12 +6,12 @@ use ratatui::{
     layout::Rect,
     style::Modifier,
     text::{Line, Span},
-    widgets::{Paragraph, Sparkline, SparklineBar},
+    widgets::{Sparkline, SparklineBar},
     Frame,
 };
 
 use super::{
-    mid::axis_labels,
+    mid::{axis_labels, text_above_chart},
     numbers::{finite, gib, tenths},
     theme::Theme,
 };
@@ -77,14 +77,7 @@ pub(super) fn gpu_panel(frame: &mut Frame, area: Rect, app: &App, charts: u16, t
         }
     }
     let text_rows = area.height.saturating_sub(charts);
-    lines.truncate(usize::from(text_rows));
-    let shown = lines.len() as u16;
-    frame.render_widget(Paragraph::new(lines), area);
-    let chart = Rect {
-        y: area.y + shown,
-        height: area.height.saturating_sub(shown),
-        ..area
-    };
+    let chart = text_above_chart(frame, area, lines, text_rows);
     if charts > 0 && !chart.is_empty() && !app.vram.is_empty() {
         let chart = axis_labels(frame, chart, "100%", "VRAM", theme);
         let gpu = app.status.as_ref().map(|s| &s.gpu);

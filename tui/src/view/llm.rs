@@ -6,12 +6,12 @@ use ratatui::{
     layout::Rect,
     style::{Color, Style},
     text::{Line, Span},
-    widgets::{Paragraph, Sparkline},
+    widgets::Sparkline,
     Frame,
 };
 
 use super::{
-    mid::{axis_labels, worker},
+    mid::{axis_labels, text_above_chart, worker},
     numbers::bytes,
     theme::Theme,
 };
@@ -105,7 +105,7 @@ fn phase_style(llm: &LlmVitals, theme: &Theme) -> Style {
 pub(super) fn llm_panel(
     frame: &mut Frame,
     area: Rect,
-    mut lines: Vec<Line<'static>>,
+    lines: Vec<Line<'static>>,
     app: &App,
     charts: u16,
     theme: &Theme,
@@ -117,14 +117,7 @@ pub(super) fn llm_panel(
         .height
         .saturating_sub(charts.min(area.height.saturating_sub(1)));
     // With a chart below, the model/KV line makes way for it when rows are short.
-    lines.truncate(usize::from(text_rows));
-    let shown = lines.len() as u16;
-    frame.render_widget(Paragraph::new(lines), area);
-    let chart = Rect {
-        y: area.y + shown,
-        height: area.height.saturating_sub(shown),
-        ..area
-    };
+    let chart = text_above_chart(frame, area, lines, text_rows);
     if charts == 0 || chart.is_empty() || app.speeds.is_empty() {
         return;
     }

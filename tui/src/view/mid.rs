@@ -148,6 +148,24 @@ fn short_gpu_name(name: &str) -> &str {
         .unwrap_or(name)
 }
 
+/// Draws `lines` at the top of `area`, at most `text_rows` of them, and returns the rest of
+/// the area, where a panel puts its chart.
+pub(super) fn text_above_chart(
+    frame: &mut Frame,
+    area: Rect,
+    mut lines: Vec<Line<'_>>,
+    text_rows: u16,
+) -> Rect {
+    lines.truncate(usize::from(text_rows));
+    let shown = lines.len() as u16;
+    frame.render_widget(Paragraph::new(lines), area);
+    Rect {
+        y: area.y + shown,
+        height: area.height.saturating_sub(shown),
+        ..area
+    }
+}
+
 /// A chart's scale in a column on its left: its top value on the first row, its unit on the
 /// last (or only the unit, in one row). Returns what is left for the chart.
 pub(super) fn axis_labels(

@@ -108,7 +108,7 @@ pub fn print_status(report: &StatusReport) {
         let pid = w.pid.map_or("-".into(), |p| p.to_string());
         let last = match (&w.last_exit, &w.last_error) {
             (_, Some(err)) => err.clone(),
-            (Some(exit), None) => supervisor::describe_exit(*exit),
+            (Some(exit), None) => exit.describe(),
             (None, None) => "-".into(),
         };
         println!(
