@@ -3,7 +3,8 @@
 //! One endpoint per state dir. On Unix it is a filesystem socket `run/mate.sock` inside the
 //! state dir, in a directory of mode 0700 and with the socket itself at 0600, so only the user
 //! who runs mate can connect at all; the auth token is a second lock. On Windows it is a named
-//! pipe whose name is derived from the state dir.
+//! pipe whose name is derived from the state dir, with a security descriptor that lets only
+//! that user open it. Both ends check that the other runs as the same user ([`crate::peer`]).
 //!
 //! A socket file left behind by a crashed supervisor is *stale*: nobody accepts on it. Binding
 //! tries the name; if it is taken, a test connection tells a live listener (refuse, never
@@ -81,6 +82,14 @@ impl Endpoint {
         let opts = {
             use interprocess::os::unix::local_socket::ListenerOptionsExt;
             opts.mode(0o600)
+        };
+        #[cfg(windows)]
+        let opts = {
+            use interprocess::os::windows::local_socket::ListenerOptionsExt;
+            let user = crate::peer::current_user().ok_or_else(|| {
+                io::Error::other("Windows does not tell which user runs mate (no SID)")
+            })?;
+            opts.security_descriptor(crate::peer::owner_only_descriptor(&user)?)
         };
         Ok(opts)
     }
@@ -163,24 +172,21 @@ impl Endpoint {
         Ok((stream, pid))
     }
 
-    /// Refuses a listening end that runs as another user (Unix; the kernel records its
-    /// credentials when it called `listen`).
+    /// Refuses a listening end that runs as another user (Unix: the kernel recorded its
+    /// credentials when it called `listen`; Windows: the user of the pipe server's process).
     fn check_listener(&self, stream: &Stream) -> Result<(), Error> {
-        #[cfg(unix)]
-        {
-            let ours = rustix::process::geteuid().as_raw();
-            let theirs = stream.peer_creds().ok().and_then(|c| c.euid());
-            if let Some(uid) = theirs.filter(|&uid| uid != ours) {
-                return Err(Error::ForeignListener {
-                    path: self.path.clone(),
-                    uid,
-                    ours,
-                });
-            }
+        let Ok(creds) = stream.peer_creds() else {
+            return Ok(());
+        };
+        let ours = crate::peer::current_user();
+        match ours.map(|ours| (crate::peer::check_same_user(&creds, &ours), ours)) {
+            Some((Err(theirs), ours)) => Err(Error::ForeignListener {
+                path: self.path.clone(),
+                theirs,
+                ours: ours.to_string(),
+            }),
+            _ => Ok(()),
         }
-        #[cfg(not(unix))]
-        let _ = stream;
-        Ok(())
     }
 
     /// Listens, tokio flavour. Must be called inside a tokio runtime.

@@ -44,11 +44,15 @@ pub enum Error {
         max: usize,
     },
     #[error(
-        "{path} is served by a process of uid {uid}, not of uid {ours} who runs this command: \
+        "{path} is served by a process of {theirs}, not of {ours} who runs this command: \
          mate does not send its token to another user. Someone else owns or replaced the \
          socket; check who owns the state dir (`ls -la`), or use a state dir of your own"
     )]
-    ForeignListener { path: PathBuf, uid: u32, ours: u32 },
+    ForeignListener {
+        path: PathBuf,
+        theirs: String,
+        ours: String,
+    },
     #[error("invalid auth token: {0}")]
     BadToken(String),
 }

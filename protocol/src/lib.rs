@@ -17,6 +17,7 @@ mod error;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod peer;
 pub mod unity;
 pub mod worker;
 

@@ -464,7 +464,10 @@ impl Default for Coalesce {
 
 /// Exit code of an LLM worker that could not create its context with the profile it was
 /// given (out of memory): the supervisor restarts it on the next lower profile.
-pub const EXIT_LOAD_FAILED: i32 = 3;
+///
+/// Not 3, which is what `abort()` of the Windows C runtime (msvcrt) exits with, so a failed
+/// assertion in llama.cpp is never taken for a profile that does not fit.
+pub const EXIT_LOAD_FAILED: i32 = 75;
 
 /// Supervisor → worker.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -747,15 +750,24 @@ impl WorkerState {
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitStatus {
+    /// The exit code; on Windows, a crash's NTSTATUS (0xC0000005 and so on) as an `i32`.
     Code(i32),
+    /// Ended by a Unix signal.
     Signal(i32),
+    /// Ended by mate itself with `TerminateProcess` (Windows, where no signal tells a kill
+    /// apart from an exit code).
+    Terminated,
 }
 
 impl ExitStatus {
-    /// As a sentence's end: "exited with code 1", "was killed by signal 9 (SIGKILL)".
+    /// As a sentence's end: "exited with code 1", "was killed by signal 9 (SIGKILL)",
+    /// "crashed with 0xC0000005 (STATUS_ACCESS_VIOLATION: …)", "was terminated by mate".
     pub fn describe(self) -> String {
         match self {
-            ExitStatus::Code(code) => format!("exited with code {code}"),
+            ExitStatus::Code(code) => match ntstatus(code) {
+                Some((status, name)) => format!("crashed with 0x{status:08X} ({name})"),
+                None => format!("exited with code {code}"),
+            },
             ExitStatus::Signal(signal) => {
                 let name = match signal {
                     6 => " (SIGABRT)",
@@ -766,16 +778,58 @@ impl ExitStatus {
                 };
                 format!("was killed by signal {signal}{name}")
             }
+            ExitStatus::Terminated => "was terminated by mate".into(),
         }
     }
 
-    /// For a table column: "exit 1", "signal 9".
+    /// For a table column: "exit 1", "signal 9", "0xC0000409", "terminated".
     pub fn short(self) -> String {
         match self {
-            ExitStatus::Code(c) => format!("exit {c}"),
+            ExitStatus::Code(c) => match ntstatus(c) {
+                Some((status, _)) => format!("0x{status:08X}"),
+                None => format!("exit {c}"),
+            },
             ExitStatus::Signal(s) => format!("signal {s}"),
+            ExitStatus::Terminated => "terminated".into(),
         }
     }
+
+    /// Windows ended the process for want of memory (a failed commit, or no room left in the
+    /// page file), as a CUDA or host allocation in llama.cpp can.
+    pub fn is_out_of_memory(self) -> bool {
+        matches!(
+            self,
+            ExitStatus::Code(c) if matches!(c as u32, STATUS_NO_MEMORY | STATUS_COMMITMENT_LIMIT)
+        )
+    }
+}
+
+const STATUS_NO_MEMORY: u32 = 0xC000_0017;
+const STATUS_COMMITMENT_LIMIT: u32 = 0xC000_012D;
+
+/// A Windows exit code in the error range of NTSTATUS (0xC… to 0xE…), with what it means. No
+/// Unix exit code is there (those are 0 to 255), nor the -1 of a status nobody could read.
+fn ntstatus(code: i32) -> Option<(u32, &'static str)> {
+    let status = code as u32;
+    if !(0xC000_0000..0xF000_0000).contains(&status) {
+        return None;
+    }
+    let name = match status {
+        0xC000_0005 => "STATUS_ACCESS_VIOLATION: a bad memory access",
+        0xC000_001D => "STATUS_ILLEGAL_INSTRUCTION: a CPU feature this machine lacks",
+        0xC000_00FD => "STATUS_STACK_OVERFLOW",
+        STATUS_NO_MEMORY => "STATUS_NO_MEMORY: out of memory",
+        STATUS_COMMITMENT_LIMIT => "STATUS_COMMITMENT_LIMIT: out of memory (page file full)",
+        0xC000_0135 => "STATUS_DLL_NOT_FOUND: a DLL it needs is missing",
+        0xC000_0139 => "STATUS_ENTRYPOINT_NOT_FOUND: a DLL lacks a function it needs",
+        0xC000_0142 => "STATUS_DLL_INIT_FAILED",
+        0xC000_013A => "STATUS_CONTROL_C_EXIT: Ctrl-C",
+        0xC000_0409 => "STATUS_STACK_BUFFER_OVERRUN: an abort or a fast fail",
+        0xC000_0374 => "STATUS_HEAP_CORRUPTION",
+        0xE06D_7363 => "an unhandled C++ exception",
+        _ => "an NTSTATUS error",
+    };
+    Some((status, name))
 }
 
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]

@@ -550,3 +550,26 @@ fn oversized_messages_are_refused_at_the_sender() {
     ));
     assert!(frame::encode_frame(&big, Limit::Data).is_ok());
 }
+
+#[test]
+fn exit_statuses_are_told_in_the_terms_of_their_platform() {
+    let abort = ExitStatus::Code(0xC000_0409_u32 as i32);
+    assert_eq!(
+        abort.describe(),
+        "crashed with 0xC0000409 (STATUS_STACK_BUFFER_OVERRUN: an abort or a fast fail)"
+    );
+    assert_eq!(abort.short(), "0xC0000409");
+    assert!(!abort.is_out_of_memory());
+    for oom in [0xC000_0017_u32, 0xC000_012D] {
+        assert!(ExitStatus::Code(oom as i32).is_out_of_memory(), "{oom:#x}");
+    }
+    assert_eq!(ExitStatus::Code(1).describe(), "exited with code 1");
+    assert_eq!(ExitStatus::Code(-1).describe(), "exited with code -1");
+    assert!(!ExitStatus::Code(-1).is_out_of_memory());
+    assert_eq!(
+        ExitStatus::Signal(9).describe(),
+        "was killed by signal 9 (SIGKILL)"
+    );
+    assert_eq!(ExitStatus::Terminated.describe(), "was terminated by mate");
+    assert_eq!(ExitStatus::Terminated.short(), "terminated");
+}

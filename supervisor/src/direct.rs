@@ -1,28 +1,38 @@
 //! One worker driven directly, without the supervisor's event loop: spawn `mate worker <kind>`
 //! with a one-time token, accept its hello, then send and receive, blocking. `mate bench llm`
 //! measures the worker through this, and tests use it to talk to a real worker process.
+//!
+//! Frames are read by a thread of their own and handed over through a channel, so waiting has
+//! a deadline on every platform: a socket's receive timeout would do on Unix, but Windows'
+//! named pipes have no I/O timeouts.
 
 use std::{
+    io::BufReader,
     path::Path,
     process::{Child, Command, Stdio},
+    sync::{mpsc, Arc},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
 use interprocess::local_socket::{
-    traits::{Listener as _, ListenerExt as _, Stream as _},
+    traits::{Listener as _, ListenerExt as _},
     ListenerNonblockingMode, Stream,
 };
 use mate_protocol::{
-    endpoint::accept_hello, frame::Framed, handshake::TOKEN_ENV, AuthToken, Endpoint, FromWorker,
-    Limit, Rejection, ToWorker, WorkerKind,
+    endpoint::accept_hello,
+    frame::{read_frame, write_frame},
+    handshake::TOKEN_ENV,
+    AuthToken, Endpoint, Error, FromWorker, Limit, Rejection, ToWorker, WorkerKind,
 };
 
 /// A spawned worker and the supervisor end of its connection.
 #[derive(Debug)]
 pub struct DirectWorker {
     child: Child,
-    conn: Framed<Stream>,
+    stream: Arc<Stream>,
+    /// What the reading thread got: frames, then the error that ended the connection.
+    frames: mpsc::Receiver<Result<FromWorker, Error>>,
 }
 
 impl DirectWorker {
@@ -81,9 +91,26 @@ impl DirectWorker {
                 }
             },
         )?;
+        let stream = Arc::new(stream);
+        let (tx, frames) = mpsc::channel();
+        let reading = Arc::clone(&stream);
+        std::thread::Builder::new()
+            .name(format!("direct-{kind}"))
+            .spawn(move || {
+                let mut reader = BufReader::new(&*reading);
+                loop {
+                    let frame = read_frame(&mut reader, Limit::Data);
+                    let end = frame.is_err();
+                    // Ends with the connection, or when nobody listens any more.
+                    if tx.send(frame).is_err() || end {
+                        break;
+                    }
+                }
+            })?;
         Ok(DirectWorker {
             child,
-            conn: Framed::new(stream, Limit::Data),
+            stream,
+            frames,
         })
     }
 
@@ -92,30 +119,35 @@ impl DirectWorker {
     }
 
     pub fn send(&mut self, msg: &ToWorker) -> anyhow::Result<()> {
-        Ok(self.conn.send(msg)?)
+        Ok(write_frame(&mut &*self.stream, msg, Limit::Data)?)
     }
 
     /// Receives until `pick` returns something, skipping other messages (heartbeat replies,
-    /// notices), or fails once `limit` has passed. The socket timeout is set once per call, not
-    /// per message: benchmarks stream hundreds of chunks through here.
+    /// notices), or fails once `limit` has passed.
     pub fn recv_until<T>(
         &mut self,
         limit: Duration,
         mut pick: impl FnMut(FromWorker) -> Option<T>,
     ) -> anyhow::Result<T> {
         let deadline = Instant::now() + limit;
-        self.conn.get_ref().set_recv_timeout(Some(limit))?;
         loop {
-            if let Some(found) = pick(self.conn.recv()?) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = match self.frames.recv_timeout(left) {
+                Ok(frame) => frame?,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("no expected message from the worker within {limit:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("the connection to the worker is closed")
+                }
+            };
+            if let Some(found) = pick(frame) {
                 return Ok(found);
-            }
-            if Instant::now() > deadline {
-                bail!("no expected message from the worker within {limit:?}");
             }
         }
     }
 
-    /// Kills the worker (SIGKILL) and reaps it.
+    /// Kills the worker (SIGKILL; TerminateProcess on Windows) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -11,6 +11,7 @@ pub mod event;
 pub mod gpu;
 pub mod logging;
 pub mod model;
+pub mod platform;
 pub mod policy;
 pub mod server;
 pub mod statedir;

@@ -394,14 +394,22 @@ impl Launcher {
     }
 }
 
-/// python3 -m pip, python -m pip, pip3, pip: the first that works is used.
+/// python3 -m pip, python -m pip, pip3, pip: the first that works is used. On Windows, the
+/// Python launcher `py -3` comes first: python.org's installer puts it on PATH even when it
+/// leaves python.exe off, and `python3` there may be the Microsoft Store's stub (whose
+/// `--version` fails, so it is skipped).
 fn default_launchers() -> Vec<Launcher> {
-    vec![
+    let mut launchers = Vec::new();
+    if cfg!(windows) {
+        launchers.push(Launcher::new("py", &["-3", "-m", "pip"]));
+    }
+    launchers.extend([
         Launcher::new("python3", &["-m", "pip"]),
         Launcher::new("python", &["-m", "pip"]),
         Launcher::new("pip3", &[]),
         Launcher::new("pip", &[]),
-    ]
+    ]);
+    launchers
 }
 
 fn find_pip(launchers: &[Launcher]) -> Result<&Launcher, ModelError> {

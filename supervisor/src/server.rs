@@ -23,8 +23,10 @@ use std::{
 
 use interprocess::local_socket::tokio::{prelude::*, Listener, Stream};
 use mate_protocol::{
-    async_io, handshake::HELLO_DEADLINE, AuthToken, FromWorker, Hello, Limit, Rejection, Reply,
-    Request, Role, ToWorker, WorkerKind,
+    async_io,
+    handshake::HELLO_DEADLINE,
+    peer::{self, User},
+    AuthToken, FromWorker, Hello, Limit, Rejection, Reply, Request, Role, ToWorker, WorkerKind,
 };
 use tokio::{
     io::BufReader,
@@ -145,10 +147,11 @@ impl Auth {
 pub async fn accept_loop(listener: Listener, auth: Arc<Auth>, events: mpsc::Sender<Event>) {
     let clients = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let pending = Arc::new(Mutex::new(Pending::default()));
+    let ours = peer::current_user();
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let (uid, pid) = peer(&stream);
+                let (foreign, pid) = peer(&stream, ours.as_ref());
                 // A process the supervisor spawned with a worker token skips the queue: no
                 // number of connections that never say hello can keep a worker out.
                 let spawned = pid.is_some_and(|pid| auth.is_spawned(pid));
@@ -159,7 +162,7 @@ pub async fn accept_loop(listener: Listener, auth: Arc<Auth>, events: mpsc::Send
                     Some((id, evicted))
                 };
                 let conn = Conn {
-                    uid,
+                    foreign,
                     pid,
                     auth: auth.clone(),
                     events: events.clone(),
@@ -213,15 +216,15 @@ impl Pending {
     }
 }
 
-/// The peer's uid and pid, where the platform can tell.
-fn peer(stream: &Stream) -> (Option<u32>, Option<u32>) {
+/// The peer's pid, and its user when that is not ours (where the platform can tell).
+fn peer(stream: &Stream, ours: Option<&User>) -> (Option<String>, Option<u32>) {
     match stream.peer_creds() {
         Ok(creds) => {
-            #[cfg(unix)]
-            let uid = creds.euid();
-            #[cfg(not(unix))]
-            let uid = None;
-            (uid, creds.pid().map(|p| p as u32))
+            let foreign = ours.and_then(|ours| peer::check_same_user(&creds, ours).err());
+            // pid_t (i32) on Unix, already u32 on Windows.
+            #[allow(clippy::unnecessary_cast)]
+            let pid = creds.pid().map(|p| p as u32);
+            (foreign, pid)
         }
         Err(_) => (None, None),
     }
@@ -229,7 +232,8 @@ fn peer(stream: &Stream) -> (Option<u32>, Option<u32>) {
 
 /// One accepted connection and what serving it needs.
 struct Conn {
-    uid: Option<u32>,
+    /// The peer's user, when it is not this one.
+    foreign: Option<String>,
     pid: Option<u32>,
     auth: Arc<Auth>,
     events: mpsc::Sender<Event>,
@@ -244,28 +248,25 @@ impl Conn {
     /// hello when newer connections need the room.
     async fn serve(self, stream: Stream, evicted: Option<(u64, oneshot::Receiver<()>)>) {
         let Conn {
-            uid,
+            foreign,
             pid,
             auth,
             events,
             clients,
             pending,
         } = self;
-        #[cfg(unix)]
-        if let Some(uid) = uid {
-            let ours = rustix::process::geteuid().as_raw();
-            if uid != ours {
-                let _ = events.try_send(Event::Rejected(format!(
-                    "connection from uid {uid} (mate only talks to its own user, uid {ours})"
-                )));
-                if let Some((id, _)) = evicted {
-                    lock(&pending).done(id);
-                }
-                return;
+        if let Some(theirs) = foreign {
+            let ours = peer::current_user()
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let _ = events.try_send(Event::Rejected(format!(
+                "connection from {theirs} (mate only talks to its own user, {ours})"
+            )));
+            if let Some((id, _)) = evicted {
+                lock(&pending).done(id);
             }
+            return;
         }
-        #[cfg(not(unix))]
-        let _ = uid;
         let stream = Arc::new(stream);
         let mut admitted = None;
         let mut slot = None;

@@ -145,6 +145,7 @@ struct Threads<'a> {
 }
 
 pub fn all(b: &AllBench) -> anyhow::Result<AllReport> {
+    super::procfs::linux_only("all")?;
     let out = &b.out;
     // A file without the markers is refused now, not after the long run.
     if let Some(file) = &b.benchmarks {

@@ -126,6 +126,7 @@ fn sample(label: &'static str, turn: usize, sup: u32, status: &StatusReport) -> 
 }
 
 pub fn memory(b: &MemoryBench) -> anyhow::Result<MemoryReport> {
+    super::procfs::linux_only("memory")?;
     in_state_dir("memory", |dir| {
         let config = dir.join("bench.toml");
         std::fs::write(

@@ -7,6 +7,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Refuses, before any work, a bench that kills workers with SIGKILL and reads their memory
+/// in `/proc`, where those do not exist.
+pub(super) fn linux_only(bench: &str) -> anyhow::Result<()> {
+    if cfg!(target_os = "linux") {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "mate bench {bench} runs on Linux only: it kills workers with SIGKILL and reads their \
+         memory and CPU time in /proc. `mate bench llm`, `bridge` and `profiles` run here"
+    )
+}
+
 /// Fields of `/proc/<pid>/status` in KiB, in the order asked; `None` where unreadable.
 pub(super) fn proc_status_kib(pid: u32, keys: &[&str]) -> Vec<Option<u64>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

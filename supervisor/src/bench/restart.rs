@@ -138,6 +138,7 @@ struct SupervisorFigures {
 /// `mate bench restart`: returns the report. On failure the state dir (logs, event
 /// journal) is kept and named in the error.
 pub fn restart(b: &RestartBench) -> anyhow::Result<RestartReport> {
+    super::procfs::linux_only("restart")?;
     let facts = CpuFacts::sample(Duration::from_millis(300));
     in_state_dir("restart", |dir| measure_restarts(b, dir, facts))
 }

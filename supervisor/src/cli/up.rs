@@ -114,9 +114,8 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> Result<(), Failure> {
         cmd.stdin(std::process::Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        // Its own process group: Ctrl-C and the terminal closing do not reach it.
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // Ctrl-C and the terminal closing do not reach it.
+        mate::platform::away_from_terminal(&mut cmd);
         let mut child = cmd.spawn().context("starting mate up")?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !mate_protocol::Endpoint::for_state_dir(dir).is_live() {

@@ -57,12 +57,15 @@ impl Launcher for ProcessLauncher {
             crate::statedir::open_private(&logs.join(format!("worker-{kind}.stderr.log")), true)?;
         // Spawned from this task's thread, a runtime worker thread that lives as long as the
         // supervisor: the children's parent-death signal fires when the spawning thread exits.
-        let mut command = tokio::process::Command::new(&self.exe);
+        let mut command = std::process::Command::new(&self.exe);
+        // Only the supervisor hears Ctrl-C; it stops the workers with their grace period.
+        crate::platform::away_from_terminal(&mut command);
         if hide_gpu {
             // A GPU build of llama.cpp still sets up CUDA (a context and compute buffers on
             // the card) with no layers offloaded; a rung that offloads nothing hides the GPU.
             command.env("CUDA_VISIBLE_DEVICES", "");
         }
+        let mut command = tokio::process::Command::from(command);
         let mut child = command
             .arg("worker")
             .arg(kind.as_str())
@@ -81,15 +84,18 @@ impl Launcher for ProcessLauncher {
         let (kill, killed) = oneshot::channel::<()>();
         let events = self.events.clone();
         tokio::spawn(async move {
-            let status = tokio::select! {
-                status = child.wait() => status,
+            let (status, by_us) = tokio::select! {
+                status = child.wait() => (status, false),
                 _ = killed => {
                     let _ = child.start_kill();
-                    child.wait().await
+                    (child.wait().await, true)
                 }
             };
             let status = match status {
-                Ok(status) => exit_status(status),
+                // Windows has no signal to tell a kill by: a process ended with
+                // TerminateProcess just has an exit code (1 from tokio).
+                Ok(_) if by_us && cfg!(windows) => ExitStatus::Terminated,
+                Ok(status) => crate::platform::exit_status(status),
                 Err(_) => ExitStatus::Code(-1),
             };
             let _ = events

@@ -106,6 +106,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let lock = StateLock::acquire(&state_dir)?;
     // No worker runs on this state dir now: half-written snapshots of earlier ones can go.
     remove_interrupted_writes(&state_dir);
+    crate::platform::contain_workers();
     let endpoint = Endpoint::for_state_dir(&state_dir);
     let listener = endpoint.listen_tokio()?;
     let auth = Arc::new(Auth::new(AuthToken::generate()?));
@@ -427,10 +428,25 @@ async fn forward_signals(events: mpsc::Sender<Event>) {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            if events.send(Event::Stop("Ctrl-C")).await.is_err() {
+        use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close, ctrl_shutdown};
+        let (Ok(mut c), Ok(mut brk), Ok(mut close), Ok(mut shutdown)) =
+            (ctrl_c(), ctrl_break(), ctrl_close(), ctrl_shutdown())
+        else {
+            tracing::warn!("cannot install console control handlers");
+            return;
+        };
+        loop {
+            // Windows gives a closing console about 5 s: the workers' grace is cut short then,
+            // and the Job Object ends whatever is left.
+            let why = tokio::select! {
+                _ = c.recv() => "Ctrl-C",
+                _ = brk.recv() => "Ctrl-Break",
+                _ = close.recv() => "the console closing",
+                _ = shutdown.recv() => "Windows shutting down",
+            };
+            if events.send(Event::Stop(why)).await.is_err() {
                 return;
             }
         }

@@ -130,14 +130,3 @@ pub(super) fn describe_request(request: &Request) -> String {
         other => format!("{other:?}"),
     }
 }
-
-pub(super) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            return ExitStatus::Signal(signal);
-        }
-    }
-    ExitStatus::Code(status.code().unwrap_or(-1))
-}

@@ -545,6 +545,17 @@ fn an_out_of_memory_exit_goes_straight_to_the_next_rung() {
     )));
     // Automatic upgrades stop below the rung that ran out of memory.
     assert_eq!(l.sup.ladder[l.sup.ceiling].profile.name, "balanced");
+
+    // Windows' own word for it, STATUS_NO_MEMORY, does the same.
+    l.serve(LLM);
+    l.exit(LLM, ExitStatus::Code(0xC000_0017_u32 as i32));
+    assert_eq!(l.sup.profile, "low_memory");
+    assert_eq!(l.spawned(LLM), 3);
+
+    // A plain abort (Windows' fast fail) is a crash like any other, not a rung that does not fit.
+    l.serve(LLM);
+    l.exit(LLM, ExitStatus::Code(0xC000_0409_u32 as i32));
+    assert_eq!(l.sup.profile, "low_memory");
 }
 
 #[test]

@@ -371,6 +371,8 @@ impl Supervisor {
         if kind == WorkerKind::Llm {
             let oom = if status == ExitStatus::Code(EXIT_LOAD_FAILED) {
                 Some("could not create its context".to_string())
+            } else if status.is_out_of_memory() {
+                Some(status.describe())
             } else {
                 log_starts
                     .and_then(|starts| out_of_memory_line(&self.opts.settings.state_dir, starts))
