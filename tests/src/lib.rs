@@ -3,6 +3,7 @@
 //! [`gguf`] writes the tiny random-weight model the engine tests run on.
 
 pub mod gguf;
+pub mod wine;
 
 use std::{
     path::{Path, PathBuf},
@@ -127,13 +128,12 @@ impl StateDir {
 
     /// Runs `mate …` to completion, failing the test after `limit`.
     pub fn run(&self, args: &[&str], limit: Duration) -> Output {
-        let child = self
-            .mate(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mate");
-        wait_output(child, limit)
+        wait_output_or_explain(spawn_piped(self.mate(args)), limit, || {
+            format!(
+                "--- supervisor.log (tail) ---\n{}",
+                log_tail(&self.path().join("logs/supervisor.log"), 40)
+            )
+        })
     }
 
     /// Starts `mate up` on a fake model and waits until both workers run.
@@ -188,35 +188,20 @@ impl StateDir {
 
     /// `mate ctl events --json`, parsed.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        let out = self.run(&["ctl", "events", "--json"], Duration::from_secs(10));
-        assert!(
-            out.status.success(),
-            "ctl events: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each event line is JSON"))
-            .collect()
+        json_lines(
+            "ctl events --json",
+            &self.run(&["ctl", "events", "--json"], Duration::from_secs(10)),
+        )
     }
 
     /// The transcript's lines, parsed.
     pub fn transcript(&self) -> Vec<serde_json::Value> {
-        let path = self.path().join("session/transcript.jsonl");
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each transcript line is JSON"))
-            .collect()
+        transcript_in(self.path())
     }
 
     /// `mate ctl status --json`, parsed; `None` when it fails.
     pub fn status(&self) -> Option<serde_json::Value> {
-        let out = self.run(&["ctl", "status", "--json"], Duration::from_secs(10));
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
+        json_stdout(&self.run(&["ctl", "status", "--json"], Duration::from_secs(10)))
     }
 }
 
@@ -224,6 +209,36 @@ impl Default for StateDir {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The lines of a successful run that prints JSON lines (`ctl events --json`), parsed.
+pub fn json_lines(what: &str, out: &Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+/// What a successful run printed, as one JSON value; `None` when it failed.
+pub fn json_stdout(out: &Output) -> Option<serde_json::Value> {
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The transcript of a state dir, its lines parsed.
+pub fn transcript_in(state_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(state_dir.join("session/transcript.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each transcript line is JSON"))
+        .collect()
 }
 
 /// One worker's entry (`"llm"` or `"bridge"`) in a parsed `mate ctl status --json`.
@@ -289,8 +304,26 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Starts `command` with its stdout and stderr piped here.
+pub fn spawn_piped(mut command: Command) -> Child {
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()))
+}
+
 /// Collects a child's output, killing it and failing the test after `limit`.
-pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+pub fn wait_output(child: Child, limit: Duration) -> Output {
+    wait_output_or_explain(child, limit, String::new)
+}
+
+/// [`wait_output`], adding what `explain` says (a log's tail) to the failure.
+pub fn wait_output_or_explain(
+    mut child: Child,
+    limit: Duration,
+    explain: impl FnOnce() -> String,
+) -> Output {
     let deadline = Instant::now() + limit;
     loop {
         if child.try_wait().expect("try_wait").is_some() {
@@ -300,12 +333,20 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
             panic!(
-                "command did not finish within {limit:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
+                "command did not finish within {limit:?}; stderr: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                explain()
             );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The last `lines` lines of a log file (empty when it cannot be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// True while a process with this pid exists (and is not a zombie we could reap).
@@ -357,8 +398,7 @@ impl UnitySim {
 
     /// Starts one listening on `address` (to stand in for a Unity app that came back).
     pub fn start_at(address: &str, args: &[&str]) -> UnitySim {
-        use std::io::BufRead as _;
-        let mut child = Command::new(mate_bin())
+        let child = Command::new(mate_bin())
             .args(["unity-sim", "--json", "--listen", address])
             .args(args)
             .env("MATE_CONFIG", "/dev/null")
@@ -367,6 +407,13 @@ impl UnitySim {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn mate unity-sim");
+        UnitySim::collect(child, Duration::from_secs(10))
+    }
+
+    /// Collects the events of a `unity-sim --json` child (stdout piped), waiting up to `limit`
+    /// for it to listen (its `listening` event names the address).
+    pub fn collect(mut child: Child, limit: Duration) -> UnitySim {
+        use std::io::BufRead as _;
         let stdout = child.stdout.take().expect("piped stdout");
         let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = std::sync::Arc::clone(&events);
@@ -374,7 +421,7 @@ impl UnitySim {
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 // Kept as an event the tests see, rather than a panic nobody hears.
-                let event = serde_json::from_str(&line).unwrap_or_else(
+                let event = serde_json::from_str(line.trim_end()).unwrap_or_else(
                     |e| serde_json::json!({"event": "non-json", "line": line, "error": e.to_string()}),
                 );
                 sink.lock().expect("events lock").push(event);
@@ -385,7 +432,7 @@ impl UnitySim {
             address: String::new(),
             events,
         };
-        sim.wait_for(Duration::from_secs(10), "unity-sim listening", |events| {
+        sim.wait_for(limit, "unity-sim listening", |events| {
             events.iter().any(|e| e["event"] == "listening")
         });
         sim.address = sim.events()[0]["address"]
@@ -480,4 +527,93 @@ pub fn free_address() -> String {
             std::net::TcpListener::bind(&address).ok().map(|_| address)
         })
         .expect("a free port between 20000 and 32000")
+}
+
+/// `mate ctl chat --json …` as a child (native or under Wine), its lines delivered through a
+/// channel as they come.
+#[derive(Debug)]
+pub struct ChatStream {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl ChatStream {
+    /// Starts `command`; its stdout is piped here, a line that is not JSON fails the stream.
+    pub fn start(mut command: Command) -> ChatStream {
+        use std::io::BufRead as _;
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ctl chat --json");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let value = serde_json::from_str(line.trim_end())
+                    .unwrap_or_else(|_| serde_json::json!({ "NotJson": line }));
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        ChatStream { child, lines }
+    }
+
+    /// The next line, failing the test after `limit`.
+    pub fn next(&self, limit: Duration) -> serde_json::Value {
+        self.lines
+            .recv_timeout(limit)
+            .expect("the next `ctl chat --json` line within the deadline")
+    }
+
+    /// Reads to the end of the stream, each line within `limit`: (text, events, the ChatDone
+    /// stats). Fails unless the stream is one answer: chunks and events, exactly one ChatDone,
+    /// then the end, and `ctl chat` exits 0.
+    pub fn finish(
+        &mut self,
+        mut text: String,
+        limit: Duration,
+    ) -> (String, Vec<serde_json::Value>, serde_json::Value) {
+        let mut events = Vec::new();
+        let stats = loop {
+            let line = self.next(limit);
+            if let Some(chunk) = line["Chunk"]["text"].as_str() {
+                text.push_str(chunk);
+            } else if let Some(event) = line.get("Event") {
+                events.push(event.clone());
+            } else if let Some(done) = line.get("ChatDone") {
+                break done["stats"].clone();
+            } else {
+                panic!("unexpected `ctl chat --json` line: {line}");
+            }
+        };
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait ctl chat") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ctl chat --json still running {limit:?} after its ChatDone"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "ctl chat --json exited with {status}");
+        // Not `iter()`: under Wine a process it started may hold the pipe open.
+        let rest: Vec<serde_json::Value> =
+            std::iter::from_fn(|| self.lines.recv_timeout(Duration::from_secs(2)).ok()).collect();
+        assert!(
+            rest.is_empty(),
+            "lines after the ChatDone (one answer expected): {rest:?}"
+        );
+        (text, events, stats)
+    }
+}
+
+impl Drop for ChatStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -5,14 +5,14 @@
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    process::{Child, Stdio},
+    process::Stdio,
     sync::mpsc,
     time::Duration,
 };
 
 use mate_protocol::{AuthToken, Endpoint, Hello, Role};
 use mate_tests::{
-    default_model, event_kind, process_alive, signal, wait_until, StateDir, Supervisor,
+    default_model, event_kind, process_alive, signal, wait_until, ChatStream, StateDir, Supervisor,
 };
 use serde_json::Value;
 
@@ -41,65 +41,6 @@ fn events_of(state: &StateDir, worker: &str, kind: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `mate ctl chat --json` as a child, its lines delivered through a channel.
-struct ChatStream {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-}
-
-impl ChatStream {
-    fn start(state: &StateDir, text: &str) -> ChatStream {
-        let mut child = state
-            .mate(&["ctl", "chat", "--json", text])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ctl chat");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let value = serde_json::from_str(&line).expect("chat --json lines are JSON");
-                if tx.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        ChatStream { child, lines }
-    }
-
-    fn next(&self, limit: Duration) -> Value {
-        self.lines
-            .recv_timeout(limit)
-            .expect("the next chat line within the deadline")
-    }
-
-    /// Reads to the end of the reply: (text, events, the ChatDone stats).
-    fn finish(&self, mut text: String) -> (String, Vec<Value>, Value) {
-        let mut events = Vec::new();
-        loop {
-            let line = self.next(LONG);
-            if let Some(chunk) = line["Chunk"]["text"].as_str() {
-                text.push_str(chunk);
-            } else if let Some(event) = line.get("Event") {
-                events.push(event.clone());
-            } else if let Some(done) = line.get("ChatDone") {
-                return (text, events, done["stats"].clone());
-            } else {
-                panic!("unexpected chat line {line}");
-            }
-        }
-    }
-}
-
-impl Drop for ChatStream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts a supervisor on the default model with `config` and waits for both workers.
 fn on_default_model(state: &StateDir, config: &str) -> Supervisor {
     state.write_config(config);
@@ -115,14 +56,14 @@ fn kill_9_of_the_llm_mid_reply_completes_the_same_reply() {
     ok(&state.run(&["ctl", "chat", "Hello!"], LONG));
     let llm = state.worker_pid("llm").expect("llm pid");
 
-    let chat = ChatStream::start(&state, STORY);
+    let mut chat = ChatStream::start(state.mate(&["ctl", "chat", "--json", STORY]));
     let first = chat.next(LONG);
     let first = first["Chunk"]["text"]
         .as_str()
         .unwrap_or_else(|| panic!("the reply starts with a chunk, got {first}"))
         .to_string();
     signal(llm, "KILL");
-    let (text, events, stats) = chat.finish(first);
+    let (text, events, stats) = chat.finish(first, LONG);
 
     let kinds: Vec<String> = events.iter().map(event_kind).collect();
     assert!(kinds.contains(&"Exited".to_string()), "{kinds:?}");
@@ -148,14 +89,14 @@ fn kill_9_of_the_llm_mid_reply_completes_the_same_reply() {
 fn ctl_restart_of_the_llm_mid_reply_resumes_rather_than_cuts_the_reply() {
     let state = StateDir::new();
     let _sup = on_default_model(&state, STORY_CONFIG);
-    let chat = ChatStream::start(&state, STORY);
+    let mut chat = ChatStream::start(state.mate(&["ctl", "chat", "--json", STORY]));
     let first = chat.next(LONG);
     let first = first["Chunk"]["text"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     ok(&state.run(&["ctl", "restart", "llm"], LIMIT));
-    let (text, events, stats) = chat.finish(first);
+    let (text, events, stats) = chat.finish(first, LONG);
 
     let kinds: Vec<String> = events.iter().map(event_kind).collect();
     assert!(kinds.contains(&"ReplyResumed".to_string()), "{kinds:?}");
@@ -341,7 +282,7 @@ fn hostile_clients_are_dropped_while_a_chat_streams_undisturbed() {
     let state = StateDir::new();
     let _sup = on_default_model(&state, STORY_CONFIG);
     let endpoint = Endpoint::for_state_dir(state.path());
-    let chat = ChatStream::start(&state, STORY);
+    let mut chat = ChatStream::start(state.mate(&["ctl", "chat", "--json", STORY]));
     let first = chat.next(LONG);
     assert!(first.get("Chunk").is_some(), "{first}");
 
@@ -366,7 +307,7 @@ fn hostile_clients_are_dropped_while_a_chat_streams_undisturbed() {
             held.push(s);
         }
     }
-    let (text, _, stats) = chat.finish(first["Chunk"]["text"].as_str().unwrap_or("").into());
+    let (text, _, stats) = chat.finish(first["Chunk"]["text"].as_str().unwrap_or("").into(), LONG);
     assert!(stats["generated_tokens"].as_u64() > Some(1), "{stats}");
     assert!(!text.is_empty());
     drop(held);

@@ -367,7 +367,10 @@ impl Supervisor {
     ) {
         let policy = self.opts.settings.policy;
         let now = self.now;
-        self.worker(kind).last_error = Some(format!("{} unexpectedly", status.describe()));
+        // A process killed for hanging (no `log_starts`) keeps the last error that says so.
+        if log_starts.is_some() {
+            self.worker(kind).last_error = Some(format!("{} unexpectedly", status.describe()));
+        }
         if kind == WorkerKind::Llm {
             let oom = if status == ExitStatus::Code(EXIT_LOAD_FAILED) {
                 Some("could not create its context".to_string())
