@@ -241,6 +241,7 @@ pub fn reply() -> Vec<(&'static str, Reply)> {
                     auto_upgrade: true,
                 },
                 last_decision: None,
+                queued: 1,
             })),
         ),
         (

@@ -864,6 +864,8 @@ pub struct StatusReport {
     pub gpu: GpuReport,
     /// The last profile decision (alert, downgrade, upgrade, explicit change), if any.
     pub last_decision: Option<Event>,
+    /// Chats waiting for the reply in progress (one FIFO for every client).
+    pub queued: u32,
 }
 
 /// One step of the profile ladder.
@@ -1038,5 +1040,10 @@ pub enum EventKind {
     TurnNotSaved {
         turn: u64,
         unsaved: u64,
+    },
+    /// A chat waits for the reply in progress: `ahead` turns go first (one FIFO for every
+    /// client). Told to the client that waits, and journaled.
+    TurnQueued {
+        ahead: u32,
     },
 }

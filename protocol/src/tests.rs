@@ -355,6 +355,7 @@ fn reply_samples() -> Vec<Reply> {
                 auto_upgrade: true,
             },
             last_decision: None,
+            queued: 2,
         })),
         Reply::Chunk {
             text: "Fine, ".into(),

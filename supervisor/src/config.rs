@@ -144,6 +144,8 @@ pub struct ChatConfig {
     pub min_p: Option<f32>,
     pub repeat_penalty: Option<f32>,
     pub seed: Option<u32>,
+    /// Chats that may wait while a reply streams.
+    pub queue: Option<u32>,
 }
 
 /// The system prompt when the config names none.
@@ -262,7 +264,12 @@ pub struct ChatSettings {
     /// Empty: no system message.
     pub system: String,
     pub sampling: Sampling,
+    /// Chats that may wait while a reply streams (one FIFO for every client); 0: none.
+    pub queue: usize,
 }
+
+/// Chats that may wait while a reply streams, unless the config says otherwise.
+pub const DEFAULT_QUEUE: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -598,6 +605,7 @@ fn chat(c: ChatConfig) -> ChatSettings {
             max_tokens: c.max_tokens.unwrap_or(d.max_tokens).max(1),
             stop: d.stop,
         },
+        queue: c.queue.map_or(DEFAULT_QUEUE, |q| q as usize),
     }
 }
 

@@ -109,6 +109,34 @@ fn ctl_restart_of_the_llm_mid_reply_resumes_rather_than_cuts_the_reply() {
 }
 
 #[test]
+fn two_clients_chatting_at_once_each_get_their_whole_reply_in_turn() {
+    let state = StateDir::new();
+    let _sup = on_default_model(&state, STORY_CONFIG);
+    let mut first = ChatStream::start(state.mate(&["ctl", "chat", "--json", STORY]));
+    let start = first.next(LONG);
+    let start = start["Chunk"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // A second client while the first reply streams: it waits, and hears so.
+    let mut second = ChatStream::start(state.mate(&["ctl", "chat", "--json", "Hello there"]));
+    let queued = second.next(LIMIT);
+    assert_eq!(
+        queued["Event"]["kind"]["TurnQueued"]["ahead"], 1,
+        "the waiting client first hears it waits: {queued}"
+    );
+    assert_eq!(state.status().expect("status")["queued"], 1);
+    let (story, _, _) = first.finish(start, LONG);
+    let (hello, _, stats) = second.finish(String::new(), LONG);
+    assert!(stats["generated_tokens"].as_u64() > Some(0), "{stats}");
+
+    let lines = state.transcript();
+    let said: Vec<&str> = lines.iter().filter_map(|l| l["text"].as_str()).collect();
+    assert_eq!(said, [STORY, story.as_str(), "Hello there", hello.as_str()]);
+    assert_eq!(state.status().expect("status")["queued"], 0);
+}
+
+#[test]
 fn a_stopped_or_hung_worker_is_detected_by_heartbeats_and_replaced() {
     let state = StateDir::new();
     let _sup = state.start_supervisor();

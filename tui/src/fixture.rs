@@ -118,6 +118,7 @@ pub fn status(used_gib_tenths: u64) -> StatusReport {
             auto_upgrade: true,
         },
         last_decision: None,
+        queued: 0,
     }
 }
 

@@ -173,7 +173,8 @@ fn unexpected(reply: Reply) -> Result<(), Failure> {
 }
 
 /// `mate ctl chat`: streams the reply; the first Ctrl-C cancels it (the part already
-/// written stays), a second one leaves at once.
+/// written stays), a second one leaves at once. A chat still waiting in the queue just leaves
+/// it: the reply in progress is someone else's.
 fn chat(dir: &std::path::Path, text: Vec<String>, json: bool) -> Result<(), Failure> {
     use std::{
         io::{Read as _, Write as _},
@@ -192,10 +193,11 @@ fn chat(dir: &std::path::Path, text: Vec<String>, json: bool) -> Result<(), Fail
         text.join(" ")
     };
     let cancelled = Arc::new(AtomicBool::new(false));
+    let waiting = Arc::new(AtomicBool::new(false));
     {
-        let (cancelled, dir) = (cancelled.clone(), dir.to_path_buf());
+        let (cancelled, waiting, dir) = (cancelled.clone(), waiting.clone(), dir.to_path_buf());
         let handler = move || {
-            if cancelled.swap(true, Ordering::SeqCst) {
+            if cancelled.swap(true, Ordering::SeqCst) || waiting.load(Ordering::SeqCst) {
                 std::process::exit(exit::CANCELLED.into());
             }
             if let Err(e) = ctl::call(&dir, &Request::Cancel) {
@@ -222,6 +224,10 @@ fn chat(dir: &std::path::Path, text: Vec<String>, json: bool) -> Result<(), Fail
                 let _ = stdout.flush();
             }
         }
+        // Queued until the first word of its own reply (or any other news of its turn).
+        let queued =
+            matches!(&reply, Reply::Event(e) if matches!(e.kind, EventKind::TurnQueued { .. }));
+        waiting.store(queued, Ordering::SeqCst);
         match reply {
             Reply::Chunk { text } => {
                 if !json {

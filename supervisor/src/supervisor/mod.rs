@@ -82,7 +82,7 @@ use narrate::*;
 use process::*;
 use state_files::{remove_interrupted_writes, write_private};
 pub use state_files::{AlreadyRunning, StateLock};
-use turn::ActiveTurn;
+use turn::{ActiveTurn, QueuedTurn};
 /// File in `<state>/run/` locked by the supervisor that owns the state dir.
 pub const LOCK_FILE: &str = "mate.lock";
 
@@ -186,6 +186,8 @@ struct Supervisor {
     footprint: Arc<Mutex<Option<LlmFootprint>>>,
     last_decision: Option<JournalEvent>,
     turn: Option<ActiveTurn>,
+    /// Chats waiting for `turn` to end, first come first served.
+    queue: std::collections::VecDeque<QueuedTurn>,
     next_request: u64,
     started: Instant,
     stopping: bool,
@@ -324,6 +326,7 @@ impl Supervisor {
             transcript,
             profile,
             turn: None,
+            queue: Default::default(),
             next_request: 1,
             started: now,
             stopping: false,

@@ -154,6 +154,7 @@ impl Supervisor {
                 auto_upgrade: self.opts.settings.gpu.auto_upgrade,
             },
             last_decision: self.last_decision.clone(),
+            queued: self.queued() as u32,
         }
     }
 

@@ -856,17 +856,112 @@ fn a_cancel_ends_the_reply_even_when_the_worker_dies_first() {
     assert_eq!(l.sup.transcript.turns()[0].reply.text, "Hm");
 }
 
+fn chat(l: &mut Loop, text: &str) -> mpsc::Receiver<Reply> {
+    l.request(Request::Chat { text: text.into() })
+}
+
+/// How many turns go first, as a queued chat's client hears it.
+fn queued_ahead(replies: &[Reply]) -> Option<u32> {
+    replies.iter().find_map(|r| match r {
+        Reply::Event(JournalEvent {
+            kind: EventKind::TurnQueued { ahead },
+            ..
+        }) => Some(*ahead),
+        _ => None,
+    })
+}
+
 #[test]
-fn a_second_chat_while_one_streams_is_refused() {
+fn chats_that_arrive_while_a_reply_streams_wait_their_turn_in_order() {
     let mut l = Loop::up();
-    let _first = l.request(Request::Chat { text: "Hi".into() });
-    let mut second = l.request(Request::Chat {
-        text: "Again".into(),
-    });
+    let mut first = chat(&mut l, "Hi");
+    let (id1, _) = l.generate();
+    let mut second = chat(&mut l, "Second");
+    let mut third = chat(&mut l, "Third");
+    assert_eq!(queued_ahead(&replies(&mut second)), Some(1));
+    assert_eq!(queued_ahead(&replies(&mut third)), Some(2));
+    assert_eq!(l.sup.status().queued, 2);
+    assert!(l.sent(LLM).is_empty(), "nothing else generates meanwhile");
+
+    l.chunk(id1, "Hello");
+    l.done(id1, StopReason::EndOfText);
+    assert_eq!(text_of(&replies(&mut first)), "Hello");
+    // The second starts at once, with the first turn in its history.
+    let (id2, messages) = l.generate();
+    assert_eq!(messages.last().map(|m| m.text.as_str()), Some("Second"));
+    assert!(messages.iter().any(|m| m.text == "Hello"), "{messages:?}");
+    assert_eq!(l.sup.status().queued, 1);
+    l.chunk(id2, "Two");
+    l.done(id2, StopReason::EndOfText);
+    assert_eq!(text_of(&replies(&mut second)), "Two");
+    let (id3, messages) = l.generate();
+    assert_eq!(messages.last().map(|m| m.text.as_str()), Some("Third"));
+    l.done(id3, StopReason::EndOfText);
+    assert!(matches!(
+        replies(&mut third).last(),
+        Some(Reply::ChatDone { .. })
+    ));
+    let users: Vec<String> = l
+        .sup
+        .transcript
+        .turns()
+        .iter()
+        .map(|t| t.user.text.clone())
+        .collect();
+    assert_eq!(users, ["Hi", "Second", "Third"]);
+    assert_eq!(l.sup.status().queued, 0);
+}
+
+#[test]
+fn a_full_queue_refuses_and_a_waiting_client_that_leaves_is_skipped() {
+    let mut l = Loop::new("[chat]\nqueue = 1\n", None);
+    l.serve(LLM);
+    l.serve(BRIDGE);
+    let _first = chat(&mut l, "Hi");
+    let (id1, _) = l.generate();
+    let gone = chat(&mut l, "Never mind");
+    let mut refused = chat(&mut l, "One too many");
+    assert!(matches!(
+        replies(&mut refused).as_slice(),
+        [Reply::Error { message }] if message.contains("`[chat] queue`")
+    ));
+    // The waiting client leaves (Ctrl-C): its place goes to the next one.
+    drop(gone);
+    assert_eq!(l.sup.status().queued, 0);
+    let mut next = chat(&mut l, "Me next");
+    assert_eq!(queued_ahead(&replies(&mut next)), Some(1));
+    l.done(id1, StopReason::EndOfText);
+    let (_, messages) = l.generate();
+    assert_eq!(messages.last().map(|m| m.text.as_str()), Some("Me next"));
+}
+
+#[test]
+fn with_no_queue_a_second_chat_while_one_streams_is_refused() {
+    let mut l = Loop::new("[chat]\nqueue = 0\n", None);
+    l.serve(LLM);
+    l.serve(BRIDGE);
+    let _first = chat(&mut l, "Hi");
+    let mut second = chat(&mut l, "Again");
     assert!(matches!(
         replies(&mut second).as_slice(),
         [Reply::Error { message }] if message.contains("still streaming")
     ));
+}
+
+#[test]
+fn waiting_chats_hear_why_when_the_llm_fails_or_the_supervisor_stops() {
+    let mut l = Loop::up();
+    let _first = chat(&mut l, "Hi");
+    let _ = l.generate();
+    let mut waiting = chat(&mut l, "Later");
+    let _ = replies(&mut waiting);
+    l.request(Request::Shutdown);
+    l.run_for(Duration::from_secs(10));
+    let got = replies(&mut waiting);
+    assert!(
+        matches!(got.last(), Some(Reply::Error { message }) if message.contains("shutting down")),
+        "{got:?}"
+    );
 }
 
 #[test]

@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// A chat waiting in the queue for the reply in progress.
+#[derive(Debug)]
+pub(super) struct QueuedTurn {
+    pub(super) text: String,
+    pub(super) client: mpsc::Sender<Reply>,
+}
+
 /// A user turn whose reply is not complete.
 #[derive(Debug)]
 pub(super) struct ActiveTurn {
@@ -272,6 +279,7 @@ impl Supervisor {
             turn.tell(Reply::Event(event));
         }
         turn.tell(Reply::ChatDone { stats });
+        self.next_turn();
     }
 
     pub(super) fn fail_turn(&mut self, reason: String) {
@@ -288,6 +296,7 @@ impl Supervisor {
             format!("turn {} failed: {reason}", turn.number),
         );
         turn.tell(Reply::Error { message: reason });
+        self.next_turn();
     }
 
     /// The LLM worker will not come back on its own: the turn cannot complete.
@@ -307,18 +316,72 @@ impl Supervisor {
         }
     }
 
+    /// A chat from any client: it starts now, or waits in the one FIFO for every client while
+    /// a reply streams (its client hears how many turns go first).
     pub(super) fn chat(&mut self, text: String, reply: mpsc::Sender<Reply>) -> Result<(), String> {
         if self.stopping {
             return Err("the supervisor is shutting down".into());
         }
-        if let Some(turn) = &self.turn {
-            return Err(format!(
-                "a reply is still streaming (turn {}); wait for it or `mate ctl cancel`",
-                turn.number
-            ));
-        }
         if text.trim().is_empty() {
             return Err("nothing to say: the message is empty".into());
+        }
+        let Some(turn) = &self.turn else {
+            return self.start_turn(text, reply);
+        };
+        let number = turn.number;
+        let limit = self.opts.settings.chat.queue;
+        self.queue.retain(|q| !q.client.is_closed());
+        if self.queue.len() >= limit {
+            return Err(if limit == 0 {
+                format!(
+                    "a reply is still streaming (turn {number}); wait for it or `mate ctl cancel`"
+                )
+            } else {
+                format!(
+                    "{limit} chats already wait for the reply in progress (turn {number}), as \
+                     many as `[chat] queue` allows; try again when it is done"
+                )
+            });
+        }
+        let ahead = self.queue.len() as u32 + 1;
+        let event = self.journal.record(
+            Level::Info,
+            None,
+            EventKind::TurnQueued { ahead },
+            format!("a chat waits for its turn: {ahead} ahead"),
+        );
+        let _ = reply.try_send(Reply::Event(event));
+        self.queue.push_back(QueuedTurn {
+            text,
+            client: reply,
+        });
+        Ok(())
+    }
+
+    /// The waiting chats whose clients are still there.
+    pub(super) fn queued(&self) -> usize {
+        self.queue.iter().filter(|q| !q.client.is_closed()).count()
+    }
+
+    /// The turn ended: the next waiting chat whose client is still there starts, or hears
+    /// why it cannot.
+    pub(super) fn next_turn(&mut self) {
+        while self.turn.is_none() {
+            let Some(QueuedTurn { text, client }) = self.queue.pop_front() else {
+                return;
+            };
+            if client.is_closed() {
+                continue;
+            }
+            if let Err(message) = self.start_turn(text, client.clone()) {
+                let _ = client.try_send(Reply::Error { message });
+            }
+        }
+    }
+
+    fn start_turn(&mut self, text: String, reply: mpsc::Sender<Reply>) -> Result<(), String> {
+        if self.stopping {
+            return Err("the supervisor is shutting down".into());
         }
         let w = self.worker(WorkerKind::Llm);
         if matches!(w.state(), WorkerState::Failed | WorkerState::Stopped) {

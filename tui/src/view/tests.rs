@@ -110,6 +110,26 @@ fn without_charts_80x20_and_without_events_80x15() {
 }
 
 #[test]
+fn the_title_shows_the_chats_that_wait_and_keeps_them_when_narrow() {
+    let mut app = fixture::app(false);
+    let title = |app: &App, width| {
+        screen(app, width, 24)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(!title(&app, 120).contains("queue"), "{}", title(&app, 120));
+    if let Some(status) = &mut app.status {
+        status.queued = 3;
+    }
+    for width in [120, 80] {
+        let line = title(&app, width);
+        assert!(line.contains("queue 3"), "{width} columns: {line}");
+    }
+}
+
+#[test]
 fn help_overlay() {
     let mut app = fixture::app(false);
     app.mode = Mode::Help;

@@ -63,8 +63,19 @@ pub(super) fn title_line(frame: &mut Frame, area: Rect, app: &App, theme: &Theme
                 theme.dim(),
             ));
         }
+        // Chats waiting for the reply in progress, from any client.
+        let mut queue = Vec::new();
+        if status.queued > 0 {
+            queue.push(sep());
+            queue.push(Span::styled(
+                format!("queue {}", status.queued),
+                theme.warn(),
+            ));
+        }
         tails = vec![
-            [up.clone(), profile.clone(), ceiling].concat(),
+            [up.clone(), profile.clone(), ceiling, queue.clone()].concat(),
+            [up.clone(), profile.clone(), queue.clone()].concat(),
+            [profile.clone(), queue].concat(),
             [up, profile.clone()].concat(),
             profile,
             Vec::new(),

@@ -29,11 +29,15 @@ pub fn format_utc(at_ms: u64) -> String {
 
 pub fn print_status(report: &StatusReport) {
     println!(
-        "supervisor pid {}  up {}s  session: {} turns, {} tokens",
+        "supervisor pid {}  up {}s  session: {} turns, {} tokens{}",
         report.supervisor_pid,
         report.uptime_ms / 1000,
         report.turns,
-        report.tokens
+        report.tokens,
+        match report.queued {
+            0 => String::new(),
+            n => format!("  queue: {n} waiting"),
+        }
     );
     let gpu = &report.gpu;
     match (&gpu.name, &gpu.reading) {
