@@ -98,6 +98,8 @@ pub enum Input {
     Status(Box<StatusReport>),
     /// A journal event (history first, then as they happen).
     Event(Event),
+    /// The console's chat waits for another client's reply: `ahead` turns go first.
+    Queued(u32),
     Chunk(String),
     ChatDone(GenerationStats),
     ChatFailed(String),
@@ -127,8 +129,10 @@ pub struct App {
     pub event_scroll: usize,
     pub chat: VecDeque<ChatLine>,
     pub input: String,
-    /// A reply is streaming in.
+    /// A reply is streaming in (or the console's chat waits for its turn).
     pub streaming: bool,
+    /// The console's chat waits in the queue for another client's reply.
+    pub waiting: bool,
     /// (seconds since start, used VRAM %), oldest first.
     pub vram: VecDeque<f64>,
     /// Generation tok/s of recent replies, oldest first.
@@ -155,6 +159,7 @@ impl App {
             chat: VecDeque::new(),
             input: String::new(),
             streaming: false,
+            waiting: false,
             vram: VecDeque::new(),
             speeds: VecDeque::new(),
             last_ttft_ms: None,
@@ -227,7 +232,16 @@ impl App {
                 }
                 None
             }
+            Input::Queued(ahead) => {
+                self.waiting = true;
+                self.say(
+                    Speaker::Note,
+                    format!("another client's reply streams: yours waits its turn ({ahead} ahead)"),
+                );
+                None
+            }
             Input::Chunk(text) => {
+                self.waiting = false;
                 let text = printable(&text);
                 match self.chat.back_mut() {
                     Some(line) if line.who == Speaker::Mate && self.streaming => {
@@ -239,6 +253,7 @@ impl App {
             }
             Input::ChatDone(stats) => {
                 self.streaming = false;
+                self.waiting = false;
                 if stats.generated_tokens > 1 {
                     push_capped(
                         &mut self.speeds,
@@ -251,6 +266,7 @@ impl App {
             }
             Input::ChatFailed(why) => {
                 self.streaming = false;
+                self.waiting = false;
                 self.say(Speaker::Note, printable(&why));
                 None
             }
@@ -264,6 +280,14 @@ impl App {
     fn key(&mut self, key: KeyEvent) -> Option<Action> {
         let ctrl_c =
             key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl_c && self.waiting {
+            // A cancel now would stop another client's reply.
+            self.say(
+                Speaker::Note,
+                "the reply streaming now is another client's; yours starts when it ends".into(),
+            );
+            return None;
+        }
         if ctrl_c && self.streaming {
             return Some(Action::Cancel);
         }

@@ -144,7 +144,10 @@ pub fn act(state_dir: PathBuf, request: Request, tx: mpsc::Sender<Msg>) {
                     ended = true;
                     false
                 }
-                Reply::Event(_) => true,
+                Reply::Event(e) => match e.kind {
+                    mate_protocol::EventKind::TurnQueued { ahead } => send(Input::Queued(ahead)),
+                    _ => true,
+                },
             });
         if let Err(e) = result {
             send(Input::ChatFailed(why(&e)));

@@ -119,6 +119,28 @@ fn typing_takes_every_letter_until_esc_and_enter_sends() {
 }
 
 #[test]
+fn ctrl_c_while_the_chat_waits_in_the_queue_never_cancels_another_clients_reply() {
+    let mut app = fixture::app(false);
+    app.streaming = false;
+    app.update(ch('i'));
+    for c in "hi".chars() {
+        app.update(ch(c));
+    }
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        Some(Action::Chat("hi".into()))
+    );
+    app.update(Input::Queued(1));
+    assert!(app.waiting);
+    assert_eq!(app.update(ctrl_c()), None, "not another client's reply");
+    assert_eq!(app.chat.back().map(|l| l.who), Some(Speaker::Note));
+    // Its own reply starts: now Ctrl-C cancels it.
+    app.update(Input::Chunk("Hello".into()));
+    assert!(!app.waiting);
+    assert_eq!(app.update(ctrl_c()), Some(Action::Cancel));
+}
+
+#[test]
 fn a_streamed_reply_grows_one_line_and_its_stats_feed_the_sparkline() {
     let mut app = fixture::app(false);
     let lines = app.chat.len();
