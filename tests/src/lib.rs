@@ -75,6 +75,11 @@ pub fn default_model() -> &'static Path {
     })
 }
 
+/// The config of a state dir until a test writes its own: short replies. The tiny model
+/// rarely ends a reply by itself, and its 256 default tokens from two llama.cpp threads that
+/// spin on a busy 2-core machine took over 30 s (seen in CI, reproduced on one core).
+pub const TEST_CONFIG: &str = "[chat]\nmax_tokens = 32\n";
+
 /// A private state dir with a short path (Unix socket paths are limited to ~107 bytes).
 #[derive(Debug)]
 pub struct StateDir {
@@ -94,8 +99,8 @@ impl StateDir {
         self.dir.path()
     }
 
-    /// `mate --state-dir <this> <args…>` with an empty config (a `--config` flag overrides it) and
-    /// an empty models dir.
+    /// `mate --state-dir <this> <args…>` with the test config ([`TEST_CONFIG`] until a test
+    /// writes its own; a `--config` flag overrides it) and an empty models dir.
     pub fn mate(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(mate_bin());
         cmd.arg("--state-dir")
@@ -112,7 +117,7 @@ impl StateDir {
     fn config_file(&self) -> PathBuf {
         let path = self.path().join("config.toml");
         if !path.exists() {
-            std::fs::write(&path, "").expect("write empty config");
+            std::fs::write(&path, TEST_CONFIG).expect("write the test config");
         }
         path
     }
@@ -129,10 +134,14 @@ impl StateDir {
     /// Runs `mate …` to completion, failing the test after `limit`.
     pub fn run(&self, args: &[&str], limit: Duration) -> Output {
         wait_output_or_explain(spawn_piped(self.mate(args)), limit, || {
-            format!(
-                "--- supervisor.log (tail) ---\n{}",
-                log_tail(&self.path().join("logs/supervisor.log"), 40)
-            )
+            // Every log of the state dir: the supervisor's and each worker's.
+            let mut logs: Vec<PathBuf> = std::fs::read_dir(self.path().join("logs"))
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            logs.sort();
+            logs.iter()
+                .map(|log| format!("--- {} (tail) ---\n{}\n", log.display(), log_tail(log, 30)))
+                .collect()
         })
     }
 
@@ -330,16 +339,37 @@ pub fn wait_output_or_explain(
             return child.wait_with_output().expect("output");
         }
         if Instant::now() > deadline {
+            let stuck = where_stuck(child.id());
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
             panic!(
-                "command did not finish within {limit:?}; stderr: {}\n{}",
+                "command did not finish within {limit:?} ({stuck}); stderr: {}\n{}",
                 String::from_utf8_lossy(&out.stderr),
                 explain()
             );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Where a process waits, as Linux tells it: each thread's system call (its number first)
+/// and kernel wait channel.
+fn where_stuck(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "no /proc".into();
+    };
+    tasks
+        .flatten()
+        .map(|task| {
+            let read = |name: &str| {
+                std::fs::read_to_string(task.path().join(name))
+                    .map(|s| s.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
+            };
+            format!("syscall {} wchan {}", read("syscall"), read("wchan"))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The last `lines` lines of a log file (empty when it cannot be read).

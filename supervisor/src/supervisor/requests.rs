@@ -5,6 +5,7 @@ use super::*;
 
 impl Supervisor {
     pub(super) fn on_request(&mut self, request: Request, reply: mpsc::Sender<Reply>, pid: u32) {
+        debug!(pid, request = describe_request(&request), "request");
         if !matches!(
             request,
             Request::Status | Request::Events { .. } | Request::Chat { .. } | Request::Cancel

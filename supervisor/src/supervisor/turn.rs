@@ -88,6 +88,7 @@ impl Supervisor {
     /// message, and the reply so far when it resumes.
     pub(super) fn send_turn(&mut self) {
         if !self.llm_loaded() {
+            debug!("the turn waits for the model to load");
             return;
         }
         let mut messages = self.conversation();
@@ -116,6 +117,7 @@ impl Supervisor {
             .process
             .as_ref()
             .is_some_and(|p| p.send(generate));
+        debug!(request_id, sent, "the turn sent to the LLM worker");
         // Not sent (the worker is being replaced): the next one gets it after loading.
         if let Some(turn) = &mut self.turn {
             turn.request_id = sent.then_some(request_id);
