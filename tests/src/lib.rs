@@ -168,51 +168,87 @@ impl StateDir {
             child: cmd.spawn().expect("spawn mate up"),
         }
     }
+}
 
-    /// Waits until both workers run (the LLM with its model loaded); returns that status.
-    pub fn wait_running(&self, limit: Duration) -> serde_json::Value {
-        let mut found = serde_json::Value::Null;
-        wait_until(limit, "both workers running", || {
-            let Some(s) = self.status() else { return false };
-            let running = s["workers"]
-                .as_array()
-                .is_some_and(|w| w.len() == 2 && w.iter().all(|w| w["state"] == "Running"));
-            if running {
-                found = s;
-            }
-            running
-        });
-        found
+impl Mate for StateDir {
+    fn run(&self, args: &[&str], limit: Duration) -> Output {
+        StateDir::run(self, args, limit)
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.path().to_path_buf()
+    }
+}
+
+/// What tests read through one mate installation, native ([`StateDir`]) or under Wine
+/// ([`wine::WinePrefix`]): each runs `mate …` its way, and the rest is the same.
+pub trait Mate {
+    /// Runs `mate …` to completion, failing the test after `limit`.
+    fn run(&self, args: &[&str], limit: Duration) -> Output;
+
+    /// The state dir, as a host path.
+    fn state_dir(&self) -> PathBuf;
+
+    /// Said when a wait fails (a log mate's own files do not hold).
+    fn explain(&self) -> String {
+        String::new()
+    }
+
+    /// `mate ctl status --json`, parsed; `None` when it fails.
+    fn status(&self) -> Option<serde_json::Value> {
+        json_stdout(&self.run(&["ctl", "status", "--json"], CTL_LIMIT))
     }
 
     /// One worker's entry of `mate ctl status --json` (`"llm"` or `"bridge"`).
-    pub fn worker(&self, kind: &str) -> Option<serde_json::Value> {
+    fn worker(&self, kind: &str) -> Option<serde_json::Value> {
         worker_in(&self.status()?, kind).cloned()
     }
 
-    /// The pid of a running worker.
-    pub fn worker_pid(&self, kind: &str) -> Option<u32> {
+    /// The pid of a running worker (a Windows pid under Wine).
+    fn worker_pid(&self, kind: &str) -> Option<u32> {
         running_pid(&self.worker(kind)?)
     }
 
+    /// Waits until both workers run (the LLM with its model loaded); returns that status.
+    fn wait_running(&self, limit: Duration) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.status() {
+                let running = s["workers"]
+                    .as_array()
+                    .is_some_and(|w| w.len() == 2 && w.iter().all(|w| w["state"] == "Running"));
+                if running {
+                    return s;
+                }
+                last = s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for both workers running; last status: \
+                 {last}\n{}",
+                self.explain()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `mate ctl events --json`, parsed.
-    pub fn events(&self) -> Vec<serde_json::Value> {
+    fn events(&self) -> Vec<serde_json::Value> {
         json_lines(
             "ctl events --json",
-            &self.run(&["ctl", "events", "--json"], Duration::from_secs(10)),
+            &self.run(&["ctl", "events", "--json"], CTL_LIMIT),
         )
     }
 
     /// The transcript's lines, parsed.
-    pub fn transcript(&self) -> Vec<serde_json::Value> {
-        transcript_in(self.path())
-    }
-
-    /// `mate ctl status --json`, parsed; `None` when it fails.
-    pub fn status(&self) -> Option<serde_json::Value> {
-        json_stdout(&self.run(&["ctl", "status", "--json"], Duration::from_secs(10)))
+    fn transcript(&self) -> Vec<serde_json::Value> {
+        transcript_in(&self.state_dir())
     }
 }
+
+/// For one `mate ctl` request in a test.
+const CTL_LIMIT: Duration = Duration::from_secs(30);
 
 impl Default for StateDir {
     fn default() -> Self {
@@ -280,17 +316,7 @@ impl Supervisor {
 
     /// Waits for the process to exit and returns its status.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "supervisor did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, limit, "the supervisor")
     }
 }
 
@@ -320,6 +346,37 @@ pub fn spawn_piped(mut command: Command) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()))
+}
+
+/// Waits for `child` (`what`, for the message) to exit, failing the test after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The lines `pipe` gives, through a channel as they come (read on a thread of their own).
+pub fn line_channel(
+    pipe: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
 }
 
 /// Collects a child's output, killing it and failing the test after `limit`.
@@ -564,37 +621,28 @@ pub fn free_address() -> String {
 #[derive(Debug)]
 pub struct ChatStream {
     child: Child,
-    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl ChatStream {
     /// Starts `command`; its stdout is piped here, a line that is not JSON fails the stream.
     pub fn start(mut command: Command) -> ChatStream {
-        use std::io::BufRead as _;
         let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn ctl chat --json");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let value = serde_json::from_str(line.trim_end())
-                    .unwrap_or_else(|_| serde_json::json!({ "NotJson": line }));
-                if tx.send(value).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = line_channel(child.stdout.take().expect("piped stdout"));
         ChatStream { child, lines }
     }
 
     /// The next line, failing the test after `limit`.
     pub fn next(&self, limit: Duration) -> serde_json::Value {
-        self.lines
+        let line = self
+            .lines
             .recv_timeout(limit)
-            .expect("the next `ctl chat --json` line within the deadline")
+            .expect("the next `ctl chat --json` line within the deadline");
+        serde_json::from_str(line.trim_end())
+            .unwrap_or_else(|_| serde_json::json!({ "NotJson": line }))
     }
 
     /// Reads to the end of the stream, each line within `limit`: (text, events, the ChatDone
@@ -618,20 +666,10 @@ impl ChatStream {
                 panic!("unexpected `ctl chat --json` line: {line}");
             }
         };
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait ctl chat") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ctl chat --json still running {limit:?} after its ChatDone"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_exit(&mut self.child, limit, "ctl chat --json after its ChatDone");
         assert!(status.success(), "ctl chat --json exited with {status}");
         // Not `iter()`: under Wine a process it started may hold the pipe open.
-        let rest: Vec<serde_json::Value> =
+        let rest: Vec<String> =
             std::iter::from_fn(|| self.lines.recv_timeout(Duration::from_secs(2)).ok()).collect();
         assert!(
             rest.is_empty(),

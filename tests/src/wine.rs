@@ -37,7 +37,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{json_lines, json_stdout, running_pid, transcript_in, worker_in, Supervisor};
+use crate::{Mate, Supervisor};
 
 /// `wine`, or `$WINE`.
 fn wine_program() -> OsString {
@@ -408,58 +408,6 @@ impl WinePrefix {
         crate::log_tail(&self.state_dir().join("logs/supervisor.log"), lines)
     }
 
-    /// `mate.exe ctl status --json`, parsed; `None` when it fails.
-    pub fn status(&self) -> Option<serde_json::Value> {
-        json_stdout(&self.run(&["ctl", "status", "--json"], Duration::from_secs(30)))
-    }
-
-    /// One worker's entry of `ctl status --json` (`"llm"` or `"bridge"`).
-    pub fn worker(&self, kind: &str) -> Option<serde_json::Value> {
-        worker_in(&self.status()?, kind).cloned()
-    }
-
-    /// The Windows pid of a running worker.
-    pub fn worker_pid(&self, kind: &str) -> Option<u32> {
-        running_pid(&self.worker(kind)?)
-    }
-
-    /// Waits until both workers run; returns that status. Fails with `up`'s log.
-    pub fn wait_running(&self, limit: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + limit;
-        let mut last = serde_json::Value::Null;
-        loop {
-            if let Some(s) = self.status() {
-                let running = s["workers"]
-                    .as_array()
-                    .is_some_and(|w| w.len() == 2 && w.iter().all(|w| w["state"] == "Running"));
-                if running {
-                    return s;
-                }
-                last = s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {limit:?} waiting for both workers running; last status: \
-                 {last}\nup's stderr:\n{}",
-                self.up_log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// `mate.exe ctl events --json`, parsed.
-    pub fn events(&self) -> Vec<serde_json::Value> {
-        json_lines(
-            "ctl events --json",
-            &self.run(&["ctl", "events", "--json"], Duration::from_secs(30)),
-        )
-    }
-
-    /// The transcript's lines, parsed.
-    pub fn transcript(&self) -> Vec<serde_json::Value> {
-        transcript_in(&self.state_dir())
-    }
-
     /// `taskkill /F /PID <pid>` (TerminateProcess) of a Windows pid.
     pub fn taskkill(&self, windows_pid: u32) -> Output {
         let child = self
@@ -536,6 +484,20 @@ impl WinePrefix {
             .spawn()
             .expect("spawn wine mate.exe unity-sim");
         crate::UnitySim::collect(child, Duration::from_secs(60))
+    }
+}
+
+impl Mate for WinePrefix {
+    fn run(&self, args: &[&str], limit: Duration) -> Output {
+        WinePrefix::run(self, args, limit)
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        WinePrefix::state_dir(self)
+    }
+
+    fn explain(&self) -> String {
+        format!("up's stderr:\n{}", self.up_log())
     }
 }
 

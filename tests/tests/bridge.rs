@@ -4,6 +4,7 @@
 
 use std::{process::Stdio, time::Duration};
 
+use mate_tests::Mate as _;
 use mate_tests::{
     default_model, free_address, signal, unity_commands, wait_until, StateDir, Supervisor, UnitySim,
 };

@@ -12,6 +12,7 @@ use mate_protocol::{
     endpoint::accept_hello, frame, handshake::TOKEN_ENV, AuthToken, Endpoint, FromWorker, Limit,
     Rejection, Role, ToWorker,
 };
+use mate_tests::Mate as _;
 use mate_tests::{mate_bin, process_alive, wait_output, wait_until, StateDir};
 
 const LIMIT: Duration = Duration::from_secs(20);

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use mate_tests::Mate as _;
 use mate_tests::{default_model, event_kind, wait_until, StateDir, Supervisor};
 use serde_json::Value;
 

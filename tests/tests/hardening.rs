@@ -19,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mate_tests::Mate as _;
 use mate_tests::{event_kind, process_alive, signal, wait_output, wait_until, StateDir};
 use serde_json::Value;
 
@@ -355,19 +356,7 @@ print(got, flush=True)
         .expect("python listener");
     // Its lines as they come: "ready" once it listens (the socket file exists from bind on,
     // a moment before), then how many bytes it was sent.
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, said) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let said = mate_tests::line_channel(child.stdout.take().expect("piped stdout"));
     let next = || said.recv_timeout(LIMIT).unwrap_or_default();
     assert_eq!(next(), "ready", "the foreign listener listens");
     let out = state.run(&["ctl", "status"], LIMIT);

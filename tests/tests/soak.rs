@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mate_tests::Mate as _;
 use mate_tests::{process_alive, running_pid, signal, wait_until, worker_in, StateDir, UnitySim};
 
 const LIMIT: Duration = Duration::from_secs(60);

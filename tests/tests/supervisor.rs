@@ -11,6 +11,7 @@ use std::{
 };
 
 use mate_protocol::{AuthToken, Endpoint, Hello, Role};
+use mate_tests::Mate as _;
 use mate_tests::{
     default_model, event_kind, process_alive, signal, wait_until, ChatStream, StateDir, Supervisor,
 };

@@ -5,6 +5,7 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
+use mate_tests::Mate as _;
 use mate_tests::{mate_bin, wait_until, StateDir};
 
 const LIMIT: Duration = Duration::from_secs(30);

@@ -19,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mate_tests::Mate as _;
 use mate_tests::{
     default_model, event_kind, free_address, gguf, signal, unity_commands, wait_until,
     wine::WinePrefix, ChatStream, UnitySim,
