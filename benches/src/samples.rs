@@ -77,6 +77,7 @@ fn vitals() -> WorkerVitals {
             last: Some(stats()),
         }),
         bridge: None,
+        api: None,
     }
 }
 

@@ -26,7 +26,7 @@ use crate::{
 /// First four bytes of every `Hello`.
 pub const MAGIC: [u8; 4] = *b"MATE";
 /// Bumped whenever an existing encoding changes (see `message.rs`).
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 /// How long the accepting side waits for a `Hello` before dropping the peer.
 pub const HELLO_DEADLINE: Duration = Duration::from_secs(5);
 /// Environment variable that carries a worker's one-time token from the supervisor.

@@ -10,6 +10,7 @@
 //! The core is blocking, over `std::io::Read`/`Write`; feature `tokio` adds the same framing
 //! and handshake over tokio's `AsyncRead`/`AsyncWrite` ([`async_io`]).
 
+pub mod api;
 pub mod client;
 mod codec;
 pub mod endpoint;
@@ -24,6 +25,7 @@ pub mod worker;
 #[cfg(feature = "tokio")]
 pub mod async_io;
 
+pub use api::{ApiCall, ApiEvent, ApiInput, ApiOptions, ApiVitals, Health};
 pub use endpoint::Endpoint;
 pub use error::Error;
 pub use frame::{Limit, CONTROL_MAX_FRAME, DATA_MAX_FRAME};

@@ -28,6 +28,7 @@ pub enum Role {
     Ctl,
     /// The dashboard: stays attached and follows events.
     Tui,
+    ApiWorker,
 }
 
 impl Role {
@@ -38,13 +39,14 @@ impl Role {
             Role::BridgeWorker => "bridge worker",
             Role::Ctl => "ctl client",
             Role::Tui => "tui client",
+            Role::ApiWorker => "api worker",
         }
     }
 
     /// Workers are spawned by the supervisor and carry a one-time token; clients use the
     /// control token from the state dir.
     pub fn is_worker(self) -> bool {
-        matches!(self, Role::LlmWorker | Role::BridgeWorker)
+        matches!(self, Role::LlmWorker | Role::BridgeWorker | Role::ApiWorker)
     }
 }
 
@@ -60,16 +62,19 @@ impl std::fmt::Display for Role {
 pub enum WorkerKind {
     Llm,
     Bridge,
+    /// The OpenAI-compatible HTTP front door.
+    Api,
 }
 
 impl WorkerKind {
     /// Every kind, in discriminant order (`kind as usize` indexes arrays built from it).
-    pub const ALL: [WorkerKind; 2] = [WorkerKind::Llm, WorkerKind::Bridge];
+    pub const ALL: [WorkerKind; 3] = [WorkerKind::Llm, WorkerKind::Bridge, WorkerKind::Api];
 
     pub fn as_str(self) -> &'static str {
         match self {
             WorkerKind::Llm => "llm",
             WorkerKind::Bridge => "bridge",
+            WorkerKind::Api => "api",
         }
     }
 
@@ -77,6 +82,7 @@ impl WorkerKind {
         match self {
             WorkerKind::Llm => Role::LlmWorker,
             WorkerKind::Bridge => Role::BridgeWorker,
+            WorkerKind::Api => Role::ApiWorker,
         }
     }
 }
@@ -93,8 +99,9 @@ impl std::str::FromStr for WorkerKind {
         match s {
             "llm" => Ok(WorkerKind::Llm),
             "bridge" => Ok(WorkerKind::Bridge),
+            "api" => Ok(WorkerKind::Api),
             other => Err(format!(
-                "unknown worker {other:?}: expected `llm` or `bridge`"
+                "unknown worker {other:?}: expected `llm`, `bridge` or `api`"
             )),
         }
     }
@@ -334,6 +341,8 @@ pub struct WorkerVitals {
     pub llm: Option<LlmVitals>,
     /// Only from the bridge worker (boxed: most vitals are the LLM's, and this is large).
     pub bridge: Option<Box<BridgeStatus>>,
+    /// Only from the API worker.
+    pub api: Option<Box<crate::ApiVitals>>,
 }
 
 /// What the LLM worker is doing, for heartbeats and the dashboard.
@@ -515,6 +524,21 @@ pub enum ToWorker {
         options: UnityOptions,
         avatar: Vec<AvatarCommand>,
     },
+    /// LLM: continue `prompt`, plain text with no chat template (`/v1/completions`); a resumed
+    /// reply comes back as the prompt plus the text streamed so far. Answered like
+    /// [`ToWorker::Generate`].
+    Complete {
+        request_id: u64,
+        prompt: String,
+        sampling: Sampling,
+    },
+    /// API: where to listen and how to serve; sent once, when the worker is ready.
+    ApiStart(Box<crate::ApiOptions>),
+    /// API: what happened to one of its calls.
+    Api {
+        id: u64,
+        event: crate::ApiEvent,
+    },
 }
 
 /// Worker → supervisor.
@@ -571,6 +595,8 @@ pub enum FromWorker {
         prompt_tokens: u32,
         n_ctx: u32,
     },
+    /// API: an HTTP client's request for the supervisor.
+    Api(crate::ApiCall),
 }
 
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]

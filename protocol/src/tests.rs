@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{frame, handshake::*, message::*, Limit};
+use crate::{frame, handshake::*, message::*, ApiCall, ApiEvent, ApiInput, ApiOptions, Limit};
 
 /// Encodes, decodes and re-encodes; the bytes must match (floats may be NaN, so the bytes,
 /// not `PartialEq`, are the judge).
@@ -67,6 +67,9 @@ fn to_worker_tag(m: &ToWorker) -> usize {
         ToWorker::Avatar(_) => 6,
         ToWorker::Ingest { .. } => 7,
         ToWorker::Unity { .. } => 8,
+        ToWorker::Complete { .. } => 9,
+        ToWorker::ApiStart(_) => 10,
+        ToWorker::Api { .. } => 11,
     }
 }
 fn from_worker_tag(m: &FromWorker) -> usize {
@@ -82,6 +85,7 @@ fn from_worker_tag(m: &FromWorker) -> usize {
         FromWorker::BridgeStatus(_) => 8,
         FromWorker::Ingested { .. } => 9,
         FromWorker::ContextTrimmed { .. } => 10,
+        FromWorker::Api(_) => 11,
     }
 }
 fn request_tag(m: &Request) -> usize {
@@ -193,6 +197,25 @@ fn to_worker_samples() -> Vec<ToWorker> {
                 AvatarCommand::Blink { enabled: true },
             ],
         },
+        ToWorker::Complete {
+            request_id: 11,
+            prompt: "Once upon a time".into(),
+            sampling: Sampling::greedy(8),
+        },
+        ToWorker::ApiStart(Box::new(ApiOptions {
+            address: "127.0.0.1:6283".into(),
+            api_key: Some("k".into()),
+            max_body_bytes: 4 << 20,
+            cors_origins: vec!["http://localhost:3000".into()],
+            model: "gemma".into(),
+            max_connections: 256,
+            request_timeout_ms: 30_000,
+            sampling: Sampling::default(),
+        })),
+        ToWorker::Api {
+            id: 5,
+            event: ApiEvent::Chunk { text: "Hel".into() },
+        },
     ]
 }
 
@@ -214,6 +237,7 @@ fn from_worker_samples() -> Vec<FromWorker> {
                     last: Some(stats()),
                 }),
                 bridge: None,
+                api: None,
             },
         },
         FromWorker::Fatal {
@@ -274,6 +298,14 @@ fn from_worker_samples() -> Vec<FromWorker> {
             prompt_tokens: 2000,
             n_ctx: 4096,
         },
+        FromWorker::Api(ApiCall::Generate {
+            id: 5,
+            input: ApiInput::Chat(vec![ChatMessage {
+                role: ChatRole::User,
+                text: "Hi".into(),
+            }]),
+            sampling: Sampling::greedy(16),
+        }),
     ]
 }
 
@@ -421,8 +453,8 @@ fn golden_samples_cover_every_variant() {
     covers(&reply_samples(), reply_tag);
     covers(&hello_reply_samples(), hello_reply_tag);
     // The last tag of each enum must have a sample too.
-    assert_eq!(to_worker_samples().len(), 9);
-    assert_eq!(from_worker_samples().len(), 11);
+    assert_eq!(to_worker_samples().len(), 12);
+    assert_eq!(from_worker_samples().len(), 12);
     assert_eq!(request_samples().len(), 12);
     assert_eq!(reply_samples().len(), 7);
 }

@@ -208,6 +208,7 @@ fn crash_at_start(role: Role, fault_at_start: Option<&str>) -> bool {
     let kind = match role {
         Role::LlmWorker => WorkerKind::Llm,
         Role::BridgeWorker => WorkerKind::Bridge,
+        Role::ApiWorker => WorkerKind::Api,
         _ => return false,
     };
     fault_at_start.is_some_and(|list| list.split(',').any(|k| k.trim() == kind.as_str()))

@@ -19,6 +19,9 @@ use crate::{
     policy::{Backoff, Policy},
 };
 
+mod api;
+pub use api::{ApiConfig, ApiSettings, API_ADDRESS_ENV, API_KEY_ENV, DEFAULT_API_ADDRESS};
+
 /// The commented sample, also printed by `mate config sample`.
 pub const SAMPLE: &str = include_str!("../../config/mate.sample.toml");
 
@@ -42,6 +45,8 @@ pub struct FileConfig {
     pub unity: UnityConfig,
     #[serde(default)]
     pub avatar: AvatarConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
     /// `[profiles.NAME]` tables: fields that replace the computed values of a rung.
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileOverride>,
@@ -214,6 +219,7 @@ pub struct Settings {
     pub gpu: GpuSettings,
     pub unity: UnitySettings,
     pub avatar: AvatarSettings,
+    pub api: ApiSettings,
 }
 
 /// The Unity app: how the bridge talks to it, and the avatar it starts from.
@@ -356,11 +362,13 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
             .then(|| state_dir.join("session").to_string_lossy().into_owned()),
         warmup: llm.warmup.unwrap_or(true),
     };
+    let chat = chat(file.chat);
     Ok(Settings {
         threads: llm.threads.unwrap_or(0),
         llm: options,
         policy: policy(&file.supervisor)?,
-        chat: chat(file.chat),
+        api: api::api(file.api, &chat.sampling)?,
+        chat,
         gpu: gpu(overrides, file.gpu, file.profiles)?,
         unity: unity(file.unity)?,
         avatar: avatar(file.avatar)?,

@@ -10,6 +10,7 @@ pub mod direct;
 pub mod event;
 pub mod gpu;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod platform;
 pub mod policy;

@@ -85,6 +85,7 @@ impl Auth {
             Role::Ctl | Role::Tui => return Err(Rejection::BadToken),
             Role::LlmWorker => WorkerKind::Llm,
             Role::BridgeWorker => WorkerKind::Bridge,
+            Role::ApiWorker => WorkerKind::Api,
             role @ Role::Supervisor => return Err(Rejection::WrongRole { role }),
         };
         let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);

@@ -80,6 +80,9 @@ pub fn default_model() -> &'static Path {
 /// spin on a busy 2-core machine took over 30 s (seen in CI, reproduced on one core).
 pub const TEST_CONFIG: &str = "[chat]\nmax_tokens = 32\n";
 
+/// Where every test's API worker listens: any free loopback port.
+pub const TEST_API_ADDRESS: &str = "127.0.0.1:0";
+
 /// A private state dir with a short path (Unix socket paths are limited to ~107 bytes).
 #[derive(Debug)]
 pub struct StateDir {
@@ -110,6 +113,9 @@ impl StateDir {
             .env_remove("MATE_MODEL")
             .env_remove("MATE_PROFILE")
             .env("MATE_MODELS_DIR", self.path().join("models"))
+            // Tests run side by side: each API worker takes a free port (`api_url` finds it).
+            .env("MATE_API_ADDRESS", TEST_API_ADDRESS)
+            .env_remove("MATE_API_KEY")
             .stdin(Stdio::null());
         cmd
     }
@@ -209,7 +215,7 @@ pub trait Mate {
         running_pid(&self.worker(kind)?)
     }
 
-    /// Waits until both workers run (the LLM with its model loaded); returns that status.
+    /// Waits until every worker runs (the LLM with its model loaded); returns that status.
     fn wait_running(&self, limit: Duration) -> serde_json::Value {
         let mut last = serde_json::Value::Null;
         let deadline = Instant::now() + limit;
@@ -217,7 +223,7 @@ pub trait Mate {
             if let Some(s) = self.status() {
                 let running = s["workers"]
                     .as_array()
-                    .is_some_and(|w| w.len() == 2 && w.iter().all(|w| w["state"] == "Running"));
+                    .is_some_and(|w| !w.is_empty() && w.iter().all(|w| w["state"] == "Running"));
                 if running {
                     return s;
                 }
@@ -225,11 +231,34 @@ pub trait Mate {
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out after {limit:?} waiting for both workers running; last status: \
+                "timed out after {limit:?} waiting for every worker running; last status: \
                  {last}\n{}",
                 self.explain()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `http://host:port` of the API worker, once it listens.
+    fn api_url(&self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let address = self.worker("api").and_then(|w| {
+                w["vitals"]["api"]["address"]
+                    .as_str()
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+            });
+            if let Some(address) = address {
+                return format!("http://{address}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the API worker did not listen within {limit:?}; api worker: {:?}\n{}",
+                self.worker("api"),
+                self.explain()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

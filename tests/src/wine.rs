@@ -368,6 +368,8 @@ impl WinePrefix {
                 "MATE_MODELS_DIR",
                 self.windows_path(&self.drive_c().join("mate/models")),
             )
+            .env("MATE_API_ADDRESS", crate::TEST_API_ADDRESS)
+            .env_remove("MATE_API_KEY")
             .env_remove("MATE_STATE_DIR")
             .env_remove("MATE_MODEL")
             .env_remove("MATE_PROFILE");

@@ -2,9 +2,9 @@
 //! a connected Unity bridge, some events and a conversation. Nothing depends on the clock.
 
 use mate_protocol::{
-    BridgeStatus, Event, EventKind, ExitStatus, GenerationStats, GpuReport, Level, LlmPhase,
-    LlmVitals, Profile, Rung, StatusReport, StopReason, VramReading, WorkerKind, WorkerReport,
-    WorkerState, WorkerVitals,
+    ApiVitals, BridgeStatus, Event, EventKind, ExitStatus, GenerationStats, GpuReport, Level,
+    LlmPhase, LlmVitals, Profile, Rung, StatusReport, StopReason, VramReading, WorkerKind,
+    WorkerReport, WorkerState, WorkerVitals,
 };
 
 use crate::app::{App, Input};
@@ -59,6 +59,7 @@ pub fn status(used_gib_tenths: u64) -> StatusReport {
                         last: Some(stats(41.3)),
                     }),
                     bridge: None,
+                    api: None,
                 },
             },
             WorkerReport {
@@ -87,6 +88,29 @@ pub fn status(used_gib_tenths: u64) -> StatusReport {
                         expression: Some("happy".into()),
                         ..BridgeStatus::default()
                     })),
+                    api: None,
+                },
+            },
+            WorkerReport {
+                kind: WorkerKind::Api,
+                state: WorkerState::Running,
+                pid: Some(41211),
+                uptime_ms: 8_030_000,
+                restarts: 0,
+                profile: None,
+                last_exit: None,
+                last_error: None,
+                vitals: WorkerVitals {
+                    rss_bytes: 9 << 20,
+                    cpu_percent: 0.5,
+                    api: Some(Box::new(ApiVitals {
+                        address: "127.0.0.1:6283".into(),
+                        connections: 2,
+                        requests: 57,
+                        errors: 1,
+                        in_flight: 1,
+                    })),
+                    ..WorkerVitals::default()
                 },
             },
         ],

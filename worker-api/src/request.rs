@@ -72,11 +72,7 @@ pub struct StreamOptions {
 
 /// What to generate from: a conversation (the model's chat template applies) or a plain
 /// prompt (`/v1/completions`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Input {
-    Chat(Vec<ChatMessage>),
-    Prompt(String),
-}
+pub use mate_protocol::ApiInput as Input;
 
 /// A checked request, in mate's terms.
 #[derive(Debug, Clone, PartialEq)]

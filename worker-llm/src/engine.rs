@@ -450,11 +450,69 @@ impl<'m> Session<'m> {
         listener: &mut dyn Listener,
     ) -> Result<GenerationStats, LlmError> {
         let start = Instant::now();
-        let max_tokens = sampling.max_tokens.max(1) as usize;
-        let reserve = max_tokens.min(self.n_ctx / 4);
+        let reserve = (sampling.max_tokens.max(1) as usize).min(self.n_ctx / 4);
         let tokens = self.prompt(messages, fallback, reserve, listener)?;
+        let template_stops: &[String] = if self.model.has_template() {
+            &[]
+        } else {
+            &fallback.stop
+        };
+        let reply = Reply {
+            start,
+            stops: template_stops,
+            continuing: prompt::partial_reply(messages).is_some(),
+            coalesce,
+        };
+        self.reply(&tokens, sampling, reply, listener)
+    }
+
+    /// Continues `prompt`, plain text with no chat template (`/v1/completions`), streaming
+    /// the new text through `listener`. A prompt that leaves no room for the reply is an
+    /// error (nothing of a plain prompt can be left out the way old turns are).
+    pub fn complete(
+        &mut self,
+        prompt: &str,
+        sampling: &Sampling,
+        coalesce: Coalesce,
+        listener: &mut dyn Listener,
+    ) -> Result<GenerationStats, LlmError> {
+        let start = Instant::now();
+        let reserve = (sampling.max_tokens.max(1) as usize).min(self.n_ctx / 4);
+        let budget = self.n_ctx.saturating_sub(reserve).max(1);
+        let tokens = self.model.tokenize(&prompt.replace('\0', ""), false);
+        if tokens.len() > budget {
+            return Err(LlmError::PromptTooLong {
+                tokens: tokens.len(),
+                budget,
+                n_ctx: self.n_ctx,
+            });
+        }
+        let reply = Reply {
+            start,
+            stops: &[],
+            continuing: true,
+            coalesce,
+        };
+        self.reply(&tokens, sampling, reply, listener)
+    }
+
+    /// Decodes `tokens` (reusing the cache's common prefix) and samples the reply after them.
+    fn reply(
+        &mut self,
+        tokens: &[LlamaToken],
+        sampling: &Sampling,
+        reply: Reply<'_>,
+        listener: &mut dyn Listener,
+    ) -> Result<GenerationStats, LlmError> {
+        let Reply {
+            start,
+            stops: template_stops,
+            continuing,
+            coalesce,
+        } = reply;
+        let max_tokens = sampling.max_tokens.max(1) as usize;
         let prompt_tokens = tokens.len();
-        let cached_tokens = self.ingest(&tokens, listener)?;
+        let cached_tokens = self.ingest(tokens, listener)?;
         let prompt_done = Instant::now();
         let mut stats = GenerationStats {
             prompt_tokens: to_u32(prompt_tokens),
@@ -473,16 +531,11 @@ impl<'m> Session<'m> {
         let mut sampler = sampler(sampling);
         // Repetition penalties look back at the prompt too, as llama.cpp's own CLI does.
         sampler.accept_many(&tokens[tokens.len().saturating_sub(PENALTY_LAST_N)..]);
-        let template_stops: &[String] = if self.model.has_template() {
-            &[]
-        } else {
-            &fallback.stop
-        };
         let mut stops = StopMatcher::new(sampling.stop.iter().chain(template_stops).cloned());
         let mut utf8 = Utf8Stream::default();
         let mut coalescer = Coalescer::new(coalesce);
         let mut text = String::new();
-        let mut reply_start = ReplyStart::new(prompt::partial_reply(messages).is_some());
+        let mut reply_start = ReplyStart::new(continuing);
         let mut generated = 0usize;
         let stop = loop {
             // `sample` also accepts the token into the chain (penalties): no second accept.
@@ -741,6 +794,17 @@ pub enum Restore {
     Skipped(String),
     /// This many tokens are back in the cache.
     Restored(usize),
+}
+
+/// How a reply is sampled beyond its sampling settings.
+struct Reply<'a> {
+    start: Instant,
+    /// The fallback template's stops (a model with its own template ends its turn itself).
+    stops: &'a [String],
+    /// The prompt ends inside the reply (a resumed one, or a plain completion): its leading
+    /// whitespace is text, not the gap after the generation prompt.
+    continuing: bool,
+    coalesce: Coalesce,
 }
 
 fn send(coalescer: &mut Coalescer, text: &str, now: Instant, listener: &mut dyn Listener) {

@@ -220,6 +220,11 @@ fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result
                     request_id,
                     messages,
                 })) => request(request_id).ingest(&mut session, &messages)?,
+                Ok(Some(ToWorker::Complete {
+                    request_id,
+                    prompt,
+                    sampling,
+                })) => request(request_id).complete(&mut session, &prompt, &sampling)?,
                 Ok(Some(other)) => refuse(tx, other, "the llm worker does not do this")?,
                 Ok(None) | Err(_) => return Ok(()),
             }
@@ -290,12 +295,12 @@ fn exit_load_failed(tx: &LinkSender, message: String) -> Error {
 
 fn refuse(tx: &LinkSender, msg: ToWorker, why: &str) -> Result<(), Error> {
     match msg {
-        ToWorker::Generate { request_id, .. } | ToWorker::Ingest { request_id, .. } => {
-            tx.send(&FromWorker::Failed {
-                request_id,
-                reason: why.into(),
-            })
-        }
+        ToWorker::Generate { request_id, .. }
+        | ToWorker::Ingest { request_id, .. }
+        | ToWorker::Complete { request_id, .. } => tx.send(&FromWorker::Failed {
+            request_id,
+            reason: why.into(),
+        }),
         other => tx.send(&FromWorker::Notice {
             level: Level::Warn,
             message: format!("llm worker ignored {}: {why}", name(&other)),
@@ -394,6 +399,23 @@ impl Request<'_> {
                     relay,
                 )
             },
+            |stats| {
+                self.shared.update(|v| v.last = Some(stats.clone()));
+                FromWorker::Done { request_id, stats }
+            },
+        )
+    }
+
+    fn complete(
+        &self,
+        session: &mut Session<'_>,
+        prompt: &str,
+        sampling: &Sampling,
+    ) -> Result<(), Error> {
+        let (request_id, options) = (self.id, self.options);
+        self.run(
+            session,
+            |session, relay| session.complete(prompt, sampling, options.coalesce, relay),
             |stats| {
                 self.shared.update(|v| v.last = Some(stats.clone()));
                 FromWorker::Done { request_id, stats }

@@ -29,6 +29,7 @@ pub fn run(kind: WorkerKind, endpoint: PathBuf) -> Result<(), Failure> {
             .into());
         }
         WorkerKind::Bridge => mate_worker_bridge::run(&mate_worker_bridge::Args { endpoint })?,
+        WorkerKind::Api => mate_worker_api::run(&mate_worker_api::Args { endpoint })?,
     }
     Ok(())
 }

@@ -55,6 +55,7 @@ use crate::{
     gpu::ladder::{self, unknown_profile},
     gpu::pressure::{Pressure, Verdict},
     gpu::{self, GpuError, LlmFootprint},
+    metrics::Metrics,
     policy::{Decision, Restarts},
     server::{self, Auth},
     store::journal::{now_ms, Journal},
@@ -63,6 +64,7 @@ use crate::{
 
 use mate_protocol::client::control_token_path;
 
+mod api;
 mod launcher;
 mod narrate;
 mod process;
@@ -172,7 +174,7 @@ struct Supervisor {
     journal: Journal,
     transcript: Transcript,
     /// Indexed by `WorkerKind as usize`, in `WorkerKind::ALL` order.
-    workers: [Worker; 2],
+    workers: [Worker; 3],
     /// The profile ladder, highest first.
     ladder: Vec<Rung>,
     /// The rung the LLM loads now.
@@ -200,6 +202,8 @@ struct Supervisor {
     /// A state command did not reach the running bridge (its queue was full): the whole state
     /// goes again at its next heartbeat.
     avatar_behind: bool,
+    /// What `/metrics` reports beyond the status.
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -333,12 +337,16 @@ impl Supervisor {
             threads_chosen: None,
             avatar,
             avatar_behind: false,
+            metrics: Metrics::default(),
         })
     }
 
     fn start(&mut self, now: Instant) {
         self.now = now;
         for kind in WorkerKind::ALL {
+            if kind == WorkerKind::Api && !self.opts.settings.api.enabled {
+                continue;
+            }
             self.spawn(kind);
         }
     }

@@ -147,7 +147,7 @@ impl Worker {
         }
         let serves = match self.kind {
             WorkerKind::Llm => Reached::Loaded,
-            WorkerKind::Bridge => Reached::Ready,
+            WorkerKind::Bridge | WorkerKind::Api => Reached::Ready,
         };
         match &self.process {
             None if self.restart_at.is_some() => WorkerState::Backoff,

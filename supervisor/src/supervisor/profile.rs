@@ -66,6 +66,12 @@ impl Supervisor {
 
     /// Records a profile decision: an event, and the status's last decision.
     pub(super) fn decide(&mut self, level: Level, kind: EventKind, message: String) {
+        match &kind {
+            EventKind::Downgraded { cause, .. } => self.metrics.downgraded(*cause),
+            EventKind::Upgraded { .. } => self.metrics.upgraded(),
+            EventKind::VramAlert { .. } => self.metrics.alerted(),
+            _ => {}
+        }
         let event = self
             .journal
             .record(level, Some(WorkerKind::Llm), kind, message);

@@ -281,7 +281,7 @@ impl Supervisor {
             EventKind::Stopping { reason: why.into() },
             format!("shutting down ({why})"),
         );
-        self.fail_turn("the supervisor is shutting down".into());
+        self.fail_turn("the supervisor is shutting down".into(), 503);
         for kind in WorkerKind::ALL {
             self.stop_worker(kind);
         }

@@ -98,6 +98,7 @@ impl Launcher for FakeLauncher {
 const SECOND: Duration = Duration::from_secs(1);
 const LLM: WorkerKind = WorkerKind::Llm;
 const BRIDGE: WorkerKind = WorkerKind::Bridge;
+const API: WorkerKind = WorkerKind::Api;
 
 /// The supervisor's loop without its task, its sockets or its children.
 struct Loop {
@@ -181,6 +182,7 @@ impl Loop {
         let mut l = Loop::new("", None);
         l.serve(LLM);
         l.serve(BRIDGE);
+        l.serve(API);
         l
     }
 
@@ -761,14 +763,15 @@ fn shutdown_gives_a_grace_period_then_kills_and_restarts_nothing() {
     let mut l = Loop::up();
     let mut ok = l.request(Request::Shutdown);
     assert!(matches!(replies(&mut ok).as_slice(), [Reply::Ok]));
-    for kind in [LLM, BRIDGE] {
+    for kind in [LLM, BRIDGE, API] {
         assert!(l
             .sent(kind)
             .iter()
             .any(|m| matches!(m, ToWorker::Shutdown { .. })));
     }
-    // The bridge leaves in time; the LLM does not.
+    // The bridge and the API leave in time; the LLM does not.
     l.exit(BRIDGE, ExitStatus::Code(0));
+    l.exit(API, ExitStatus::Code(0));
     assert!(!l.sup.finished());
     let grace = l.sup.opts.settings.policy.grace;
     l.run_for(grace - Duration::from_millis(10));
@@ -1035,3 +1038,5 @@ fn a_stop_that_arrives_after_a_hang_kill_keeps_the_worker_stopped() {
     l.run_for(60 * SECOND);
     assert_eq!(l.spawned(BRIDGE), 1, "not restarted as a crash");
 }
+
+mod api;

@@ -1,20 +1,123 @@
 //! The turn in progress: sending it to the LLM worker (again after a restart, with the reply
 //! so far), streaming the reply to its client and the avatar, and recording it when complete.
+//!
+//! A turn is asked for by a chat client (`ctl chat`, the console: a companion turn, which
+//! goes into the transcript) or by an HTTP client of the API worker (stateless: the client
+//! sends the history, and nothing is recorded). Both wait in one FIFO and resume the same way.
+
+use mate_protocol::{ApiEvent, ApiInput, Sampling};
 
 use super::*;
 
-/// A chat waiting in the queue for the reply in progress.
-#[derive(Debug)]
-pub(super) struct QueuedTurn {
-    pub(super) text: String,
-    pub(super) client: mpsc::Sender<Reply>,
+/// What a turn answers.
+#[derive(Debug, Clone)]
+pub(super) enum Asked {
+    /// A companion turn: the user's message, answered in the conversation.
+    Chat(String),
+    /// An API generation: the client's own conversation or prompt.
+    Api { input: ApiInput, sampling: Sampling },
 }
 
-/// A user turn whose reply is not complete.
+/// Where a turn's reply goes.
+#[derive(Debug, Clone)]
+pub(super) enum Client {
+    /// `ctl chat` or the console.
+    Chat(mpsc::Sender<Reply>),
+    /// An HTTP client of the API worker: events under the call's id.
+    Api { id: u64, tx: mpsc::Sender<ToWorker> },
+}
+
+impl Client {
+    pub(super) fn is_closed(&self) -> bool {
+        match self {
+            Client::Chat(tx) => tx.is_closed(),
+            Client::Api { tx, .. } => tx.is_closed(),
+        }
+    }
+
+    /// Passes `reply` on as the client understands it; `false` when it is gone or too far
+    /// behind.
+    pub(super) fn tell(&self, reply: Reply) -> bool {
+        let (id, tx) = match self {
+            Client::Chat(tx) => return tx.try_send(reply).is_ok(),
+            Client::Api { id, tx } => (*id, tx),
+        };
+        let event = match reply {
+            Reply::Chunk { text } => ApiEvent::Chunk { text },
+            Reply::ChatDone { stats } => ApiEvent::Done { stats },
+            Reply::Error { message } => ApiEvent::Failed {
+                status: 503,
+                message,
+                retry_after_s: 2,
+            },
+            Reply::Event(event) => match event.kind {
+                EventKind::TurnQueued { ahead } => ApiEvent::Queued { ahead },
+                EventKind::ReplyResumed { streamed_chars } => ApiEvent::Resumed { streamed_chars },
+                _ => return true,
+            },
+            Reply::Ok | Reply::Status(_) => return true,
+        };
+        tx.try_send(ToWorker::Api { id, event }).is_ok()
+    }
+
+    /// The turn cannot happen or complete: `status` is what an HTTP client is answered with.
+    pub(super) fn refuse(&self, refusal: Refusal) {
+        let Refusal { status, message } = refusal;
+        match self {
+            Client::Chat(tx) => {
+                let _ = tx.try_send(Reply::Error { message });
+            }
+            Client::Api { id, tx } => {
+                let retry_after_s = if matches!(status, 429 | 503) { 2 } else { 0 };
+                let event = ApiEvent::Failed {
+                    status,
+                    message,
+                    retry_after_s,
+                };
+                let _ = tx.try_send(ToWorker::Api { id: *id, event });
+            }
+        }
+    }
+
+    fn api_id(&self) -> Option<u64> {
+        match self {
+            Client::Api { id, .. } => Some(*id),
+            Client::Chat(_) => None,
+        }
+    }
+}
+
+/// Why a turn was refused, with the HTTP status an API client gets: 429 for a full queue,
+/// 503 for an LLM that is not there, 500 for one that failed the request.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Refusal {
+    pub(super) status: u16,
+    pub(super) message: String,
+}
+
+impl Refusal {
+    fn new(status: u16, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// A turn waiting in the queue for the reply in progress.
+#[derive(Debug)]
+pub(super) struct QueuedTurn {
+    pub(super) asked: Asked,
+    pub(super) client: Client,
+    pub(super) since: Instant,
+}
+
+/// A turn whose reply is not complete.
 #[derive(Debug)]
 pub(super) struct ActiveTurn {
+    /// The transcript's turn number (0 for an API turn, which is not recorded).
     pub(super) number: u64,
-    pub(super) user: String,
+    pub(super) asked: Asked,
     pub(super) user_at_ms: u64,
     /// The reply so far, exactly as streamed to the client.
     pub(super) partial: String,
@@ -23,12 +126,13 @@ pub(super) struct ActiveTurn {
     /// The request of a process that just died: what it streamed before dying may still be
     /// on its way, and counts until the next process takes the turn over.
     pub(super) orphan: Option<u64>,
-    pub(super) client: Option<mpsc::Sender<Reply>>,
+    pub(super) client: Option<Client>,
     /// Times a worker crash interrupted the reply.
     pub(super) resumed: u32,
     pub(super) cancelled: bool,
-    /// Takes expression tags out of the reply and turns tags and keywords into expressions.
-    pub(super) cues: CueFilter,
+    /// Takes expression tags out of the reply and turns tags and keywords into expressions;
+    /// `None` for a turn that does not drive the avatar (its text goes out untouched).
+    pub(super) cues: Option<CueFilter>,
     /// The avatar has left "thinking" for this reply.
     pub(super) talking: bool,
 }
@@ -36,11 +140,24 @@ pub(super) struct ActiveTurn {
 impl ActiveTurn {
     pub(super) fn tell(&mut self, reply: Reply) {
         if let Some(client) = &self.client {
-            if client.try_send(reply).is_err() {
+            if !client.tell(reply) {
                 // Gone or too far behind: the turn goes on without it.
                 self.client = None;
             }
         }
+    }
+
+    /// "turn 7", or "an API request".
+    pub(super) fn name(&self) -> String {
+        match self.asked {
+            Asked::Chat(_) => format!("turn {}", self.number),
+            Asked::Api { .. } => "an API request".into(),
+        }
+    }
+
+    /// The API call this turn answers, if it is one.
+    pub(super) fn api_id(&self) -> Option<u64> {
+        self.client.as_ref().and_then(Client::api_id)
     }
 }
 
@@ -91,26 +208,40 @@ impl Supervisor {
             debug!("the turn waits for the model to load");
             return;
         }
-        let mut messages = self.conversation();
         let request_id = self.next_request;
         self.next_request += 1;
-        let Some(turn) = &mut self.turn else { return };
-        messages.push(ChatMessage {
-            role: ChatRole::User,
-            text: turn.user.clone(),
-        });
+        let Some(turn) = &self.turn else { return };
         let resuming = turn.request_id.is_none() && turn.resumed > 0;
-        if !turn.partial.is_empty() {
-            messages.push(ChatMessage {
-                role: ChatRole::Assistant,
-                text: turn.partial.clone(),
-            });
-        }
         let streamed = turn.partial.chars().count() as u32;
-        let generate = ToWorker::Generate {
-            request_id,
-            messages,
-            sampling: self.opts.settings.chat.sampling.clone(),
+        let generate = match &turn.asked {
+            Asked::Chat(user) => {
+                let mut messages = self.conversation();
+                messages.push(ChatMessage {
+                    role: ChatRole::User,
+                    text: user.clone(),
+                });
+                ToWorker::Generate {
+                    request_id,
+                    messages: with_partial(messages, &turn.partial),
+                    sampling: self.opts.settings.chat.sampling.clone(),
+                }
+            }
+            Asked::Api {
+                input: ApiInput::Chat(messages),
+                sampling,
+            } => ToWorker::Generate {
+                request_id,
+                messages: with_partial(messages.clone(), &turn.partial),
+                sampling: sampling.clone(),
+            },
+            Asked::Api {
+                input: ApiInput::Prompt(prompt),
+                sampling,
+            } => ToWorker::Complete {
+                request_id,
+                prompt: format!("{prompt}{}", turn.partial),
+                sampling: sampling.clone(),
+            },
         };
         let sent = self
             .worker(WorkerKind::Llm)
@@ -123,6 +254,7 @@ impl Supervisor {
             turn.request_id = sent.then_some(request_id);
         }
         if resuming && sent {
+            self.metrics.resumed();
             self.record(
                 Level::Info,
                 Some(WorkerKind::Llm),
@@ -151,15 +283,22 @@ impl Supervisor {
         // The model keeps seeing its own tags (resumes and the transcript get the text as it
         // was written); the client sees it without them.
         turn.partial.push_str(&text);
-        let (visible, cues) = turn.cues.push(&text);
-        self.show(visible, cues, false);
+        match &mut turn.cues {
+            Some(cues) => {
+                let (visible, cues) = cues.push(&text);
+                self.show(visible, cues, false);
+            }
+            None => turn.tell(Reply::Chunk { text }),
+        }
     }
 
     /// Sends the client the visible part of the reply and the avatar its cues. The first text
     /// without a cue ends "thinking", and so does the `end` of the turn (failed, cancelled, or
     /// no text) if nothing did before.
     pub(super) fn show(&mut self, visible: String, cues: Vec<String>, end: bool) {
-        let Some(turn) = &mut self.turn else { return };
+        let Some(turn) = self.turn.as_mut().filter(|t| t.cues.is_some()) else {
+            return;
+        };
         let avatar = &self.opts.settings.avatar;
         let mut show: Vec<AvatarCommand> = cues.iter().map(|e| avatar.expression(e)).collect();
         let started = end || !(visible.is_empty() && show.is_empty());
@@ -232,19 +371,29 @@ impl Supervisor {
     /// The reply is complete (or cancelled): record the turn and tell the client.
     pub(super) fn complete_turn(&mut self, stats: GenerationStats) {
         // What the filter held back (a `[` that never became a tag) is text after all.
-        if let Some(turn) = &mut self.turn {
-            let (rest, cues) = turn.cues.finish();
+        if let Some(cues) = self.turn.as_mut().and_then(|t| t.cues.as_mut()) {
+            let (rest, cues) = cues.finish();
             self.show(rest, cues, true);
         }
         let Some(mut turn) = self.turn.take() else {
             return;
+        };
+        self.metrics
+            .turn_done(&stats, matches!(turn.asked, Asked::Api { .. }));
+        let user = match &turn.asked {
+            Asked::Chat(user) => user.clone(),
+            // Stateless: the client keeps its own history.
+            Asked::Api { .. } => {
+                turn.tell(Reply::ChatDone { stats });
+                return self.next_turn();
+            }
         };
         let number = turn.number;
         let record = session::Turn {
             user: session::Line {
                 turn: number,
                 role: "user".into(),
-                text: turn.user.clone(),
+                text: user,
                 at_ms: turn.user_at_ms,
                 tokens: None,
                 stop: None,
@@ -284,9 +433,11 @@ impl Supervisor {
         self.next_turn();
     }
 
-    pub(super) fn fail_turn(&mut self, reason: String) {
+    /// The turn cannot complete: `status` is what an API client is answered with (503 when
+    /// the LLM is gone, 500 when it failed the request).
+    pub(super) fn fail_turn(&mut self, reason: String, status: u16) {
         self.show(String::new(), Vec::new(), true);
-        let Some(mut turn) = self.turn.take() else {
+        let Some(turn) = self.turn.take() else {
             return;
         };
         self.journal.record(
@@ -295,9 +446,11 @@ impl Supervisor {
             EventKind::TurnFailed {
                 reason: reason.clone(),
             },
-            format!("turn {} failed: {reason}", turn.number),
+            format!("{} failed: {reason}", turn.name()),
         );
-        turn.tell(Reply::Error { message: reason });
+        if let Some(client) = &turn.client {
+            client.refuse(Refusal::new(status, reason));
+        }
         self.next_turn();
     }
 
@@ -314,36 +467,43 @@ impl Supervisor {
                 }
                 _ => "the LLM worker was stopped".to_string(),
             };
-            self.fail_turn(why);
+            self.fail_turn(why, 503);
         }
     }
 
-    /// A chat from any client: it starts now, or waits in the one FIFO for every client while
-    /// a reply streams (its client hears how many turns go first).
+    /// A chat from `ctl chat` or the console.
     pub(super) fn chat(&mut self, text: String, reply: mpsc::Sender<Reply>) -> Result<(), String> {
-        if self.stopping {
-            return Err("the supervisor is shutting down".into());
-        }
         if text.trim().is_empty() {
             return Err("nothing to say: the message is empty".into());
         }
+        self.enqueue(Asked::Chat(text), Client::Chat(reply))
+            .map_err(|r| r.message)
+    }
+
+    /// A turn from any client: it starts now, or waits in the one FIFO for every client while
+    /// a reply streams (its client hears how many turns go first).
+    pub(super) fn enqueue(&mut self, asked: Asked, client: Client) -> Result<(), Refusal> {
+        if self.stopping {
+            return Err(Refusal::new(503, "the supervisor is shutting down"));
+        }
         let Some(turn) = &self.turn else {
-            return self.start_turn(text, reply);
+            return self.start_turn(asked, client, self.now);
         };
-        let number = turn.number;
+        let name = turn.name();
         let limit = self.opts.settings.chat.queue;
         self.queue.retain(|q| !q.client.is_closed());
         if self.queue.len() >= limit {
-            return Err(if limit == 0 {
-                format!(
-                    "a reply is still streaming (turn {number}); wait for it or `mate ctl cancel`"
-                )
-            } else {
-                format!(
-                    "{limit} chats already wait for the reply in progress (turn {number}), as \
-                     many as `[chat] queue` allows; try again when it is done"
-                )
-            });
+            return Err(Refusal::new(
+                429,
+                if limit == 0 {
+                    format!("a reply is still streaming ({name}); wait for it or `mate ctl cancel`")
+                } else {
+                    format!(
+                        "{limit} requests already wait for the reply in progress ({name}), as \
+                         many as `[chat] queue` allows; try again when it is done"
+                    )
+                },
+            ));
         }
         let ahead = self.queue.len() as u32 + 1;
         let event = self.journal.record(
@@ -352,62 +512,76 @@ impl Supervisor {
             EventKind::TurnQueued { ahead },
             format!("a chat waits for its turn: {ahead} ahead"),
         );
-        let _ = reply.try_send(Reply::Event(event));
+        client.tell(Reply::Event(event));
         self.queue.push_back(QueuedTurn {
-            text,
-            client: reply,
+            asked,
+            client,
+            since: self.now,
         });
         Ok(())
     }
 
-    /// The waiting chats whose clients are still there.
+    /// The waiting turns whose clients are still there.
     pub(super) fn queued(&self) -> usize {
         self.queue.iter().filter(|q| !q.client.is_closed()).count()
     }
 
-    /// The turn ended: the next waiting chat whose client is still there starts, or hears
+    /// The turn ended: the next waiting turn whose client is still there starts, or hears
     /// why it cannot.
     pub(super) fn next_turn(&mut self) {
         while self.turn.is_none() {
-            let Some(QueuedTurn { text, client }) = self.queue.pop_front() else {
+            let Some(QueuedTurn {
+                asked,
+                client,
+                since,
+            }) = self.queue.pop_front()
+            else {
                 return;
             };
             if client.is_closed() {
                 continue;
             }
-            if let Err(message) = self.start_turn(text, client.clone()) {
-                let _ = client.try_send(Reply::Error { message });
+            if let Err(refusal) = self.start_turn(asked, client.clone(), since) {
+                client.refuse(refusal);
             }
         }
     }
 
-    fn start_turn(&mut self, text: String, reply: mpsc::Sender<Reply>) -> Result<(), String> {
+    fn start_turn(&mut self, asked: Asked, client: Client, since: Instant) -> Result<(), Refusal> {
         if self.stopping {
-            return Err("the supervisor is shutting down".into());
+            return Err(Refusal::new(503, "the supervisor is shutting down"));
         }
         let w = self.worker(WorkerKind::Llm);
         if matches!(w.state(), WorkerState::Failed | WorkerState::Stopped) {
             let why = w.last_error.clone().unwrap_or_else(|| "stopped".into());
-            return Err(format!(
-                "the LLM worker is {}: {why}; `mate ctl start llm` starts it again",
-                w.state().as_str()
+            return Err(Refusal::new(
+                503,
+                format!(
+                    "the LLM worker is {}: {why}; `mate ctl start llm` starts it again",
+                    w.state().as_str()
+                ),
             ));
         }
+        self.metrics.turn_started(self.now - since);
+        let (number, avatar) = match &asked {
+            Asked::Chat(_) => (self.transcript.len() + 1, true),
+            Asked::Api { .. } => (0, self.opts.settings.api.avatar),
+        };
         self.turn = Some(ActiveTurn {
-            number: self.transcript.len() + 1,
-            user: text,
+            number,
+            asked,
             user_at_ms: now_ms(),
             partial: String::new(),
             request_id: None,
             orphan: None,
-            client: Some(reply),
+            client: Some(client),
             resumed: 0,
             cancelled: false,
-            cues: CueFilter::new(self.opts.settings.avatar.cues.clone()),
+            cues: avatar.then(|| CueFilter::new(self.opts.settings.avatar.cues.clone())),
             talking: false,
         });
         let thinking = &self.opts.settings.avatar.thinking;
-        if !thinking.is_empty() {
+        if avatar && !thinking.is_empty() {
             let cmd = self.opts.settings.avatar.expression(thinking);
             self.tell_avatar(cmd);
         }
@@ -430,4 +604,20 @@ impl Supervisor {
             _ => self.complete_turn(cancelled_stats()),
         }
     }
+}
+
+/// `messages` with the reply streamed so far as the assistant's last message, which the LLM
+/// continues: appended to one the client left open (a prefill), or as a new message.
+fn with_partial(mut messages: Vec<ChatMessage>, partial: &str) -> Vec<ChatMessage> {
+    if partial.is_empty() {
+        return messages;
+    }
+    match messages.last_mut() {
+        Some(last) if last.role == ChatRole::Assistant => last.text.push_str(partial),
+        _ => messages.push(ChatMessage {
+            role: ChatRole::Assistant,
+            text: partial.to_string(),
+        }),
+    }
+    messages
 }

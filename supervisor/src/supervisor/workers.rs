@@ -120,11 +120,15 @@ impl Supervisor {
             {
                 return ignored(kind, "reply traffic from a worker that is not the LLM")
             }
+            FromWorker::Api(_) if kind != WorkerKind::Api => {
+                return ignored(kind, "API calls from a worker that is not the API's")
+            }
+            FromWorker::Api(call) => return self.on_api_call(generation, call),
             FromWorker::Chunk { request_id, text } => return self.on_chunk(request_id, text),
             FromWorker::Done { request_id, stats } => return self.on_done(request_id, stats),
             FromWorker::Failed { request_id, reason } => {
                 if self.is_turn_request(request_id) {
-                    self.fail_turn(format!("the LLM could not answer: {reason}"));
+                    self.fail_turn(format!("the LLM could not answer: {reason}"), 500);
                 }
                 return;
             }
@@ -140,20 +144,19 @@ impl Supervisor {
             FromWorker::Ready => {
                 p.reached = p.reached.max(Reached::Ready);
                 let pid = p.pid.unwrap_or(0);
-                if kind == WorkerKind::Llm {
-                    let load = self.load_message();
-                    if let Some(p) = self.process(kind, generation) {
-                        p.send(load);
+                let start = match kind {
+                    WorkerKind::Llm => self.load_message(),
+                    WorkerKind::Bridge => {
+                        self.avatar_behind = false;
+                        ToWorker::Unity {
+                            options: self.opts.settings.unity.options.clone(),
+                            avatar: self.avatar.clone(),
+                        }
                     }
-                } else {
-                    let unity = ToWorker::Unity {
-                        options: self.opts.settings.unity.options.clone(),
-                        avatar: self.avatar.clone(),
-                    };
-                    self.avatar_behind = false;
-                    if let Some(p) = self.process(kind, generation) {
-                        p.send(unity);
-                    }
+                    WorkerKind::Api => ToWorker::ApiStart(Box::new(self.api_options())),
+                };
+                if let Some(p) = self.process(kind, generation) {
+                    p.send(start);
                 }
                 self.record(
                     Level::Info,
@@ -300,6 +303,9 @@ impl Supervisor {
                 ran_for.as_secs_f32()
             ),
         );
+        if kind == WorkerKind::Api {
+            self.api_worker_gone();
+        }
         if kind == WorkerKind::Llm {
             self.set_footprint(None);
             if let Some(turn) = &mut self.turn {
