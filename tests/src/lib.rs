@@ -3,6 +3,7 @@
 //! [`gguf`] writes the tiny random-weight model the engine tests run on.
 
 pub mod gguf;
+pub mod py;
 pub mod wine;
 
 use std::{
@@ -205,7 +206,7 @@ pub trait Mate {
         json_stdout(&self.run(&["ctl", "status", "--json"], CTL_LIMIT))
     }
 
-    /// One worker's entry of `mate ctl status --json` (`"llm"` or `"bridge"`).
+    /// One worker's entry of `mate ctl status --json` (`"llm"`, `"bridge"` or `"api"`).
     fn worker(&self, kind: &str) -> Option<serde_json::Value> {
         worker_in(&self.status()?, kind).cloned()
     }
@@ -317,7 +318,12 @@ pub fn transcript_in(state_dir: &Path) -> Vec<serde_json::Value> {
 
 /// One worker's entry (`"llm"` or `"bridge"`) in a parsed `mate ctl status --json`.
 pub fn worker_in<'a>(status: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
-    let kind = if kind == "llm" { "Llm" } else { "Bridge" };
+    let kind = match kind {
+        "llm" => "Llm",
+        "bridge" => "Bridge",
+        "api" => "Api",
+        other => panic!("no worker kind {other:?}"),
+    };
     status["workers"]
         .as_array()?
         .iter()
