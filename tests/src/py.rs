@@ -1,15 +1,22 @@
 //! The real Python clients the API tests drive mate with: the `openai` package and
-//! `prometheus_client`, pinned and installed by `.ci/run` into a folder it names in
-//! `MATE_PY_CLIENTS` (`pip install --target`). Outside CI, a `python3` that imports both does
-//! too; without either the tests print `SKIPPED: …` and pass, but under CI they fail.
+//! `prometheus_client`, pinned. They live in `target/py-clients` (or the folder
+//! `MATE_PY_CLIENTS` names), where the first test that needs them installs them with
+//! `pip install --target` (as `.ci/run` does before the tests). When they cannot be had, the
+//! tests print `SKIPPED: …` and pass, but under CI (`CI` set) they fail.
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::OnceLock,
 };
 
 /// The pinned versions, as `.ci/run` installs them.
 pub const PINNED: &str = "openai==1.109.1 prometheus_client==0.26.0";
+
+/// `target/py-clients` of this workspace.
+fn default_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-clients")
+}
 
 /// The scenario script the tests run (`tests/python/openai_client.py`).
 pub fn script() -> PathBuf {
@@ -23,14 +30,19 @@ pub struct PyClients {
 }
 
 impl PyClients {
-    /// The clients, or `None` (the test is skipped) outside CI when they are missing.
+    /// The clients, installed if need be; `None` (the test is skipped) outside CI when they
+    /// cannot be had.
     pub fn find(test: &str) -> Option<PyClients> {
-        let path = std::env::var_os("MATE_PY_CLIENTS")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from);
-        let clients = PyClients { path };
-        if clients.import_works() {
-            return Some(clients);
+        static FOUND: OnceLock<Option<PyClients>> = OnceLock::new();
+        let found = FOUND.get_or_init(|| {
+            let path = std::env::var_os("MATE_PY_CLIENTS")
+                .filter(|p| !p.is_empty())
+                .map_or_else(default_dir, PathBuf::from);
+            let clients = PyClients { path: Some(path) };
+            (clients.import_works() || clients.install()).then_some(clients)
+        });
+        if let Some(clients) = found {
+            return Some(clients.clone());
         }
         assert!(
             std::env::var_os("CI").is_none(),
@@ -42,6 +54,26 @@ impl PyClients {
              with `python3 -m pip install --target DIR {PINNED}` and set MATE_PY_CLIENTS=DIR)"
         );
         None
+    }
+
+    /// `pip install --target` of the pinned versions.
+    fn install(&self) -> bool {
+        let Some(path) = &self.path else { return false };
+        eprintln!("installing {PINNED} into {}", path.display());
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(path)
+            .args(PINNED.split(' '))
+            .stdin(Stdio::null())
+            .status();
+        status.is_ok_and(|s| s.success()) && self.import_works()
     }
 
     fn import_works(&self) -> bool {

@@ -40,16 +40,19 @@ fn up_status_and_clean_shutdown() {
         .iter()
         .map(|w| w["kind"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert_eq!(kinds, ["Llm", "Bridge"]);
+    assert_eq!(kinds, ["Llm", "Bridge", "Api"]);
     let pids = worker_pids(&status);
-    assert_eq!(pids.len(), 2);
+    assert_eq!(pids.len(), 3);
     assert!(pids.iter().all(|&p| process_alive(p) && p != sup.pid()));
 
-    // The human table names both workers.
+    // The human table names every worker.
     let table = state.run(&["ctl", "status"], LIMIT);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
-        text.contains("llm") && text.contains("bridge") && text.contains("running"),
+        text.contains("llm")
+            && text.contains("bridge")
+            && text.contains("api ")
+            && text.contains("running"),
         "{text}"
     );
 

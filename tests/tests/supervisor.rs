@@ -167,6 +167,14 @@ fn a_stopped_or_hung_worker_is_detected_by_heartbeats_and_replaced() {
     });
     assert!(!process_alive(llm));
     assert_eq!(events_of(&state, "Llm", "HangDetected").len(), 1);
+
+    // The API worker is watched the same way, and comes back listening.
+    let api = state.worker_pid("api").expect("api pid");
+    signal(api, "STOP");
+    wait_until(LIMIT, "the stopped api worker to be replaced", || {
+        state.worker_pid("api").is_some_and(|p| p != api)
+    });
+    state.api_url(LIMIT);
     let status = state.status().expect("status");
     for w in status["workers"].as_array().expect("workers") {
         assert_eq!(w["restarts"], 1, "{w}");

@@ -104,6 +104,13 @@ pub fn print_status(report: &StatusReport) {
                 .unwrap_or_default()
         );
     }
+    let api = report.workers.iter().find_map(|w| w.vitals.api.as_ref());
+    if let Some(a) = api.filter(|a| !a.address.is_empty()) {
+        println!(
+            "api http://{}/v1  {} connections  {} requests ({} errors)  {} in flight",
+            a.address, a.connections, a.requests, a.errors, a.in_flight
+        );
+    }
     println!(
         "{:<8} {:<9} {:>8} {:>8} {:>8}  {:<11} LAST EXIT / ERROR",
         "WORKER", "STATE", "PID", "UPTIME", "RESTARTS", "PROFILE"
