@@ -143,6 +143,7 @@ pub fn to_worker() -> Vec<(&'static str, ToWorker)> {
                     stop: vec!["<|im_end|>".to_owned(), "\nUser:".to_owned()],
                     ..Sampling::default()
                 },
+                snapshot: true,
             },
         ),
         (

@@ -402,6 +402,9 @@ pub struct LlmOptions {
     /// Decode a few tokens after loading so the first real reply does not pay for
     /// allocations and cold caches.
     pub warmup: bool,
+    /// Host memory for conversations set aside (the KV state of a conversation another one
+    /// displaced, brought back when it continues); 0 keeps none.
+    pub stash_bytes: u64,
 }
 
 impl Default for LlmOptions {
@@ -411,6 +414,7 @@ impl Default for LlmOptions {
             coalesce: Coalesce::default(),
             snapshot_dir: None,
             warmup: true,
+            stash_bytes: 512 << 20,
         }
     }
 }
@@ -504,6 +508,9 @@ pub enum ToWorker {
         request_id: u64,
         messages: Vec<ChatMessage>,
         sampling: Sampling,
+        /// Keep this conversation's KV snapshot on disk for a fast restart (the companion's
+        /// conversation; an API client's is not worth replacing it).
+        snapshot: bool,
     },
     /// LLM: stop generation `request_id` at the next token.
     Cancel {

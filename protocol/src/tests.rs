@@ -174,6 +174,7 @@ fn to_worker_samples() -> Vec<ToWorker> {
                 },
             ],
             sampling: Sampling::default(),
+            snapshot: true,
         },
         ToWorker::Cancel { request_id: 3 },
         ToWorker::Avatar(AvatarCommand::SetExpression {

@@ -167,6 +167,8 @@ pub struct LlmConfig {
     pub coalesce: Option<Coalescing>,
     /// Keep a KV snapshot of the conversation in the state dir for fast restarts.
     pub snapshots: Option<bool>,
+    /// Host memory (MiB) for conversations set aside when another one displaces them.
+    pub stash_mb: Option<u64>,
     pub template: Option<TemplateConfig>,
 }
 
@@ -361,6 +363,11 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
             .unwrap_or(true)
             .then(|| state_dir.join("session").to_string_lossy().into_owned()),
         warmup: llm.warmup.unwrap_or(true),
+        stash_bytes: llm
+            .stash_mb
+            .map_or(LlmOptions::default().stash_bytes, |mb| {
+                mb.min(1 << 20) << 20
+            }),
     };
     let chat = chat(file.chat);
     Ok(Settings {

@@ -577,3 +577,71 @@ fn a_continuation_streams_exactly_the_text_it_generates() {
     let (empty, _) = reply_with(&mut session, &continuing(&messages, ""), 8, &template);
     assert_eq!(empty.text, fresh.text);
 }
+
+fn reply_stats(
+    session: &mut Session<'_>,
+    messages: &[ChatMessage],
+    max_tokens: u32,
+) -> (String, mate_protocol::GenerationStats) {
+    let mut rec = Record::default();
+    let stats = session
+        .generate(
+            messages,
+            &Sampling::greedy(max_tokens),
+            &ChatTemplate::default(),
+            Coalesce::OFF,
+            &mut rec,
+        )
+        .expect("generate");
+    (rec.text, stats)
+}
+
+/// The companion's conversation, another client's in between, then the companion's next turn:
+/// it comes back from the stash (nothing decoded again) and says what it would have said had
+/// nothing come between; with the stash off, the whole history is decoded again.
+#[test]
+fn a_conversation_displaced_by_another_comes_back_from_the_stash_unchanged() {
+    let model = load();
+    let p = profile(512, 64);
+    let first = conversation(4);
+    let other = vec![
+        msg(ChatRole::System, "You write about the sea."),
+        msg(
+            ChatRole::User,
+            "the ships and the sea and the ships, the 3 a you?",
+        ),
+    ];
+    let next = |r1: &str| {
+        let mut m = first.clone();
+        m.push(msg(ChatRole::Assistant, r1));
+        m.push(msg(ChatRole::User, "is it?"));
+        m
+    };
+
+    let mut alone = model.session(&p, THREADS).expect("session");
+    let (r1, _) = reply_stats(&mut alone, &first, 8);
+    let (r2_alone, _) = reply_stats(&mut alone, &next(&r1), 8);
+
+    for stash_on in [true, false] {
+        let mut s = model.session(&p, THREADS).expect("session");
+        if !stash_on {
+            s.set_stash_bytes(0);
+        }
+        let (r1_here, first_stats) = reply_stats(&mut s, &first, 8);
+        assert_eq!(r1_here, r1);
+        assert!(first_stats.prompt_tokens >= 64, "{first_stats:?}");
+        let (_, other_stats) = reply_stats(&mut s, &other, 8);
+        assert!(other_stats.cached_tokens < 8, "{other_stats:?}");
+        let (r2, stats) = reply_stats(&mut s, &next(&r1), 8);
+        println!("stash {stash_on}: {stats:?}, stashed {:?}", s.stashed());
+        assert_eq!(r2, r2_alone, "the reply is as if nothing came between");
+        if stash_on {
+            assert!(
+                stats.cached_tokens >= first_stats.prompt_tokens,
+                "the whole first turn came back: {stats:?} after {first_stats:?}"
+            );
+        } else {
+            assert!(stats.cached_tokens < 8, "{stats:?}");
+        }
+    }
+}

@@ -94,6 +94,7 @@ fn a_real_reply_from_the_default_model_streams_in_with_sane_stats() {
         request_id: 1,
         messages: vec![user("Write one sentence about the sea.")],
         sampling: Sampling::greedy(32),
+        snapshot: true,
     })
     .expect("send");
     // Asked while it generates: the reader thread answers at once.
@@ -157,6 +158,7 @@ fn cancel_stops_a_long_generation_at_once() {
         request_id: 7,
         messages: vec![user("Tell me a very long story about a lighthouse keeper.")],
         sampling: Sampling::greedy(400),
+        snapshot: true,
     })
     .expect("send");
     let mut seen = 0;
@@ -183,6 +185,7 @@ fn cancel_stops_a_long_generation_at_once() {
         request_id: 8,
         messages: vec![user("Hi")],
         sampling: Sampling::greedy(4),
+        snapshot: true,
     })
     .expect("send");
     collect(&mut w, 8);
@@ -218,6 +221,7 @@ fn a_missing_model_fails_once_with_what_to_do_and_the_worker_stays_up() {
         request_id: 1,
         messages: vec![user("hi")],
         sampling: Sampling::greedy(4),
+        snapshot: true,
     })
     .expect("send");
     let why = w
@@ -245,6 +249,7 @@ fn a_killed_worker_is_replaced_by_one_that_restores_the_conversation_snapshot() 
         request_id: 1,
         messages: conversation.clone(),
         sampling: Sampling::greedy(16),
+        snapshot: true,
     })
     .expect("send");
     let (chunks, stats) = collect(&mut a, 1);

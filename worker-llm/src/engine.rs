@@ -21,6 +21,7 @@ use std::{
 };
 
 use llama_cpp_2::{
+    context::session::{LlamaStateSeqFlags, SeqState},
     context::{
         params::{KvCacheType, LlamaContextParams},
         LlamaContext,
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     prompt::{self, Fitted},
+    stash::{self, Plan, Stash, Stashed},
     stream::{Coalescer, Matched, ReplyStart, StopMatcher, Utf8Stream},
     to_u32, LlmError,
 };
@@ -295,6 +297,9 @@ struct SnapshotMeta {
 
 const SNAPSHOT_META: &str = "conversation.json";
 
+/// Host memory for conversations set aside, unless `[llm] stash_mb` says otherwise.
+pub const DEFAULT_STASH_BYTES: usize = 512 << 20;
+
 /// One conversation's context on a [`Model`].
 pub struct Session<'m> {
     model: &'m Model,
@@ -310,6 +315,8 @@ pub struct Session<'m> {
     /// The tokens the snapshot on disk holds (saved or restored), to skip saves that would
     /// write the same state again.
     on_disk: Option<Vec<LlamaToken>>,
+    /// Conversations set aside in host memory for when they come back.
+    stash: Stash<LlamaToken, SeqState>,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -377,11 +384,22 @@ impl<'m> Session<'m> {
             },
             head: None,
             on_disk: None,
+            stash: Stash::new(DEFAULT_STASH_BYTES),
         })
     }
 
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+
+    /// How much host memory conversations set aside may take (0: none are kept).
+    pub fn set_stash_bytes(&mut self, bytes: usize) {
+        self.stash = Stash::new(bytes);
+    }
+
+    /// Conversations set aside now, and the bytes they take.
+    pub fn stashed(&self) -> (usize, usize) {
+        (self.stash.len(), self.stash.bytes())
     }
 
     /// Tokens in the KV cache.
@@ -647,6 +665,15 @@ impl<'m> Session<'m> {
         tokens: &[LlamaToken],
         listener: &mut dyn Listener,
     ) -> Result<usize, LlmError> {
+        match stash::plan(&self.cached, tokens, &self.stash) {
+            Plan::Keep => {}
+            Plan::SetAside => self.set_aside(),
+            Plan::Swap(i) => {
+                self.set_aside();
+                let entry = self.stash.take(i);
+                self.bring_back(entry);
+            }
+        }
         let mut common = self
             .cached
             .iter()
@@ -670,6 +697,39 @@ impl<'m> Session<'m> {
         }
         self.decode(&tokens[common..], LlmPhase::Ingesting, listener)?;
         Ok(common)
+    }
+
+    /// Copies the cache's conversation out to the stash (one too short to be worth it stays).
+    fn set_aside(&mut self) {
+        if self.cached.len() < stash::MIN_KEEP {
+            return;
+        }
+        match self.ctx.state_seq_get(0, LlamaStateSeqFlags::empty()) {
+            Ok(state) => {
+                let bytes = state.byte_len();
+                self.stash.put(Stashed {
+                    tokens: self.cached.clone(),
+                    state,
+                    bytes,
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot set the conversation aside"),
+        }
+    }
+
+    /// Makes the cache hold a conversation set aside earlier (an empty cache if llama.cpp
+    /// refuses its state).
+    fn bring_back(&mut self, entry: Stashed<LlamaToken, SeqState>) {
+        self.ctx.clear_kv_cache();
+        self.cached.clear();
+        self.head = None;
+        match self.ctx.state_seq_set(&entry.state, 0) {
+            Ok(()) => self.cached = entry.tokens,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot bring a conversation back");
+                self.ctx.clear_kv_cache();
+            }
+        }
     }
 
     /// Decodes `tokens` after the cache, at most `n_batch` at a time; logits only for the

@@ -17,6 +17,7 @@ pub mod baseline;
 pub mod cpu;
 pub mod engine;
 pub mod prompt;
+pub mod stash;
 pub mod stream;
 pub mod worker;
 

@@ -17,8 +17,8 @@ use std::{
 
 use mate_protocol::{
     worker::{LinkSender, Next, SelfMeter, WorkerLink},
-    ChatMessage, Endpoint, Error, FromWorker, Level, LlmOptions, LlmPhase, LlmVitals, LoadReport,
-    Profile, Role, Sampling, ToWorker, WorkerVitals,
+    ChatMessage, Endpoint, Error, FromWorker, GenerationStats, Level, LlmOptions, LlmPhase,
+    LlmVitals, LoadReport, Profile, Role, Sampling, ToWorker, WorkerVitals,
 };
 use tracing::{info, warn};
 
@@ -169,6 +169,7 @@ fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result
             Ok(s) => s,
             Err(e) => return Err(exit_load_failed(tx, e.to_string())),
         };
+        session.set_stash_bytes(usize::try_from(options.stash_bytes).unwrap_or(usize::MAX));
         if options.warmup {
             match session.warmup() {
                 Ok(d) => report.warmup_ms = to_u32(d.as_millis()),
@@ -195,8 +196,9 @@ fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result
         });
         tx.send(&FromWorker::Loaded(report))?;
 
-        let request = |id| Request {
+        let request = |id, snapshot| Request {
             id,
+            snapshot,
             options: &options,
             tx,
             shared,
@@ -215,16 +217,19 @@ fn serve(jobs: &mpsc::Receiver<Job>, tx: &LinkSender, shared: &Shared) -> Result
                     request_id,
                     messages,
                     sampling,
-                })) => request(request_id).generate(&mut session, &messages, &sampling)?,
+                    snapshot,
+                })) => {
+                    request(request_id, snapshot).generate(&mut session, &messages, &sampling)?
+                }
                 Ok(Some(ToWorker::Ingest {
                     request_id,
                     messages,
-                })) => request(request_id).ingest(&mut session, &messages)?,
+                })) => request(request_id, true).ingest(&mut session, &messages)?,
                 Ok(Some(ToWorker::Complete {
                     request_id,
                     prompt,
                     sampling,
-                })) => request(request_id).complete(&mut session, &prompt, &sampling)?,
+                })) => request(request_id, false).complete(&mut session, &prompt, &sampling)?,
                 Ok(Some(other)) => refuse(tx, other, "the llm worker does not do this")?,
                 Ok(None) | Err(_) => return Ok(()),
             }
@@ -375,6 +380,8 @@ impl Listener for Relay<'_> {
 /// What every request shares: its id, where its messages go, and the snapshot after it.
 struct Request<'a> {
     id: u64,
+    /// Save the conversation's KV snapshot after it (the companion's conversation).
+    snapshot: bool,
     options: &'a LlmOptions,
     tx: &'a LinkSender,
     shared: &'a Shared,
@@ -387,7 +394,7 @@ impl Request<'_> {
         messages: &[ChatMessage],
         sampling: &Sampling,
     ) -> Result<(), Error> {
-        let (request_id, options) = (self.id, self.options);
+        let options = self.options;
         self.run(
             session,
             |session, relay| {
@@ -399,10 +406,7 @@ impl Request<'_> {
                     relay,
                 )
             },
-            |stats| {
-                self.shared.update(|v| v.last = Some(stats.clone()));
-                FromWorker::Done { request_id, stats }
-            },
+            |stats| self.done(stats),
         )
     }
 
@@ -412,15 +416,21 @@ impl Request<'_> {
         prompt: &str,
         sampling: &Sampling,
     ) -> Result<(), Error> {
-        let (request_id, options) = (self.id, self.options);
+        let coalesce = self.options.coalesce;
         self.run(
             session,
-            |session, relay| session.complete(prompt, sampling, options.coalesce, relay),
-            |stats| {
-                self.shared.update(|v| v.last = Some(stats.clone()));
-                FromWorker::Done { request_id, stats }
-            },
+            |session, relay| session.complete(prompt, sampling, coalesce, relay),
+            |stats| self.done(stats),
         )
+    }
+
+    /// A reply is complete: its figures go into the vitals and to the supervisor.
+    fn done(&self, stats: GenerationStats) -> FromWorker {
+        self.shared.update(|v| v.last = Some(stats.clone()));
+        FromWorker::Done {
+            request_id: self.id,
+            stats,
+        }
     }
 
     fn ingest(&self, session: &mut Session<'_>, messages: &[ChatMessage]) -> Result<(), Error> {
@@ -464,6 +474,9 @@ impl Request<'_> {
         match result {
             Ok(out) => {
                 self.tx.send(&done(out))?;
+                if !self.snapshot {
+                    return Ok(());
+                }
                 save_snapshot(session, self.options, self.tx)
             }
             Err(e) => self.tx.send(&FromWorker::Failed {

@@ -66,6 +66,7 @@ pub fn generate(w: &mut DirectWorker, max_tokens: u32) -> anyhow::Result<Observe
         request_id: 1,
         messages: vec![user(PROMPT)],
         sampling: Sampling::greedy(max_tokens),
+        snapshot: true,
     })?;
     let mut first = None;
     let mut last: Option<Instant> = None;

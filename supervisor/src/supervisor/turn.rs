@@ -224,6 +224,7 @@ impl Supervisor {
                     request_id,
                     messages: with_partial(messages, &turn.partial),
                     sampling: self.opts.settings.chat.sampling.clone(),
+                    snapshot: true,
                 }
             }
             Asked::Api {
@@ -233,6 +234,7 @@ impl Supervisor {
                 request_id,
                 messages: with_partial(messages.clone(), &turn.partial),
                 sampling: sampling.clone(),
+                snapshot: false,
             },
             Asked::Api {
                 input: ApiInput::Prompt(prompt),
