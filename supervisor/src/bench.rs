@@ -13,7 +13,9 @@
 //! the outside, `procfs` reads other processes' memory and CPU, `stats` holds the statistics.
 
 mod all;
+mod api;
 pub mod bridge;
+mod http;
 mod llm;
 mod memory;
 mod plot;
@@ -26,6 +28,7 @@ mod up;
 mod worker;
 
 pub use all::{all, AllBench, AllReport};
+pub use api::{api, ApiBench, ApiReport};
 pub use bridge::{bridge, BridgeBench, BridgeReport};
 pub use llm::{llm, LlmBench, LlmReport};
 pub use memory::{memory, MemoryBench, MemoryReport};

@@ -96,6 +96,25 @@ pub enum BenchCommand {
         #[arg(long, value_name = "FILE")]
         benchmarks: Option<PathBuf>,
     },
+    /// The same streamed completions through mate's OpenAI API and llama.cpp's own
+    /// llama-server, interleaved (same model, threads, context, prompt, greedy): TTFT and
+    /// tokens/s with their ratios; a kill -9 of each one's inference process mid-stream; and
+    /// companion turns alternating with an API conversation, with the conversation stash on
+    /// and off. JSON on stdout
+    Api {
+        /// Streamed completions per server (medians are reported)
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: u32,
+        /// Threads for both [default: by the CPU rule]
+        #[arg(long, default_value_t = 0)]
+        threads: u32,
+        /// llama-server to compare with [default: target/llama-server/bin/llama-server, as
+        /// benches/llama-server/build makes it; without one that arm is skipped]
+        #[arg(long, value_name = "PATH")]
+        llama_server: Option<PathBuf>,
+    },
     /// Prompt and generation tok/s for each thread count. JSON on stdout.
     Threads {
         /// Highest thread count tried [default: logical cores]
@@ -202,6 +221,30 @@ pub fn run(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
                 out,
                 runs: runs.max(1),
                 benchmarks,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        BenchCommand::Api {
+            runs,
+            max_tokens,
+            threads,
+            llama_server,
+        } => {
+            let llama_server = llama_server.or_else(|| {
+                let built = PathBuf::from("target/llama-server/bin/llama-server");
+                built.is_file().then_some(built)
+            });
+            let report = mate::bench::api(&mate::bench::ApiBench {
+                exe: exe.clone(),
+                model,
+                runs: runs.max(1),
+                max_tokens: max_tokens.max(2),
+                threads: if threads > 0 {
+                    threads
+                } else {
+                    settings.threads
+                },
+                llama_server,
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
