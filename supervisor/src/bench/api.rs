@@ -255,19 +255,14 @@ fn stream_once(url: &str, prompt: &str, max_tokens: u32) -> anyhow::Result<Run> 
     let sent = Instant::now();
     let mut stream = post_stream(url, "/v1/completions", &completion(prompt, max_tokens))?;
     let (mut first, mut last, mut pieces, mut usage) = (None, sent, 0u64, None);
-    loop {
-        match stream.next()? {
-            Sse::Data { at, json } => {
-                if piece(&json).is_some() {
-                    first.get_or_insert(at);
-                    last = at;
-                    pieces += 1;
-                }
-                if let Some(n) = json["usage"]["completion_tokens"].as_u64() {
-                    usage = Some(n);
-                }
-            }
-            Sse::Done => break,
+    while let Sse::Data { at, json } = stream.next()? {
+        if piece(&json).is_some() {
+            first.get_or_insert(at);
+            last = at;
+            pieces += 1;
+        }
+        if let Some(n) = json["usage"]["completion_tokens"].as_u64() {
+            usage = Some(n);
         }
     }
     let first = first.with_context(|| format!("{url} streamed no text"))?;
@@ -480,21 +475,16 @@ fn api_chat(url: &str, messages: &[Value]) -> anyhow::Result<(String, (u64, u64)
     let sent = Instant::now();
     let mut stream = post_stream(url, "/v1/chat/completions", &body)?;
     let (mut text, mut usage, mut first) = (String::new(), (0, 0), None);
-    loop {
-        match stream.next()? {
-            Sse::Data { at, json } => {
-                if let Some(p) = piece(&json) {
-                    first.get_or_insert(at);
-                    text.push_str(p);
-                }
-                if let Some(n) = json["usage"]["prompt_tokens"].as_u64() {
-                    let cached = json["usage"]["prompt_tokens_details"]["cached_tokens"]
-                        .as_u64()
-                        .unwrap_or(0);
-                    usage = (n, cached);
-                }
-            }
-            Sse::Done => break,
+    while let Sse::Data { at, json } = stream.next()? {
+        if let Some(p) = piece(&json) {
+            first.get_or_insert(at);
+            text.push_str(p);
+        }
+        if let Some(n) = json["usage"]["prompt_tokens"].as_u64() {
+            let cached = json["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0);
+            usage = (n, cached);
         }
     }
     Ok((text, usage, first.map_or(f64::NAN, |f| ms(f - sent))))
