@@ -90,8 +90,17 @@ impl Listener for Record {
 }
 
 fn reply(session: &mut Session<'_>, messages: &[ChatMessage], max_tokens: u32) -> Record {
+    reply_recorded(session, messages, max_tokens).0
+}
+
+/// A greedy reply, with what the session reported and its figures.
+fn reply_recorded(
+    session: &mut Session<'_>,
+    messages: &[ChatMessage],
+    max_tokens: u32,
+) -> (Record, mate_protocol::GenerationStats) {
     let mut rec = Record::default();
-    session
+    let stats = session
         .generate(
             messages,
             &Sampling::greedy(max_tokens),
@@ -100,7 +109,7 @@ fn reply(session: &mut Session<'_>, messages: &[ChatMessage], max_tokens: u32) -
             &mut rec,
         )
         .expect("generate");
-    rec
+    (rec, stats)
 }
 
 #[test]
@@ -583,16 +592,7 @@ fn reply_stats(
     messages: &[ChatMessage],
     max_tokens: u32,
 ) -> (String, mate_protocol::GenerationStats) {
-    let mut rec = Record::default();
-    let stats = session
-        .generate(
-            messages,
-            &Sampling::greedy(max_tokens),
-            &ChatTemplate::default(),
-            Coalesce::OFF,
-            &mut rec,
-        )
-        .expect("generate");
+    let (rec, stats) = reply_recorded(session, messages, max_tokens);
     (rec.text, stats)
 }
 

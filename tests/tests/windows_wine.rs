@@ -13,6 +13,7 @@
 #![cfg(target_os = "linux")]
 
 use std::{
+    io::{Read as _, Write as _},
     panic::AssertUnwindSafe,
     path::PathBuf,
     sync::Mutex,
@@ -194,14 +195,14 @@ fn the_windows_build_runs_supervises_and_recovers_under_wine() {
         sim.address
     ));
 
-    let mut sup = steps.run("b. mate.exe up, both workers running", || {
+    let mut sup = steps.run("b. mate.exe up, every worker running", || {
         let sup = wine.up(model);
         let status = wine.wait_running(LONG);
         let workers = wine.mate_processes("worker");
         assert_eq!(
             workers.len(),
-            2,
-            "two worker processes in the prefix: {:?}\nstatus: {status}",
+            3,
+            "three worker processes in the prefix (llm, bridge, api): {:?}\nstatus: {status}",
             describe(&workers)
         );
         sup
@@ -220,6 +221,28 @@ fn the_windows_build_runs_supervises_and_recovers_under_wine() {
         let reply = String::from_utf8_lossy(&out.stdout);
         assert!(!reply.trim().is_empty(), "an empty reply");
     });
+
+    steps.run(
+        "c2. the OpenAI API of mate.exe, from a Linux client",
+        || {
+            let url = wine.api_url(LIMIT);
+            let address = url.trim_start_matches("http://");
+            let body = r#"{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}"#;
+            let mut tcp = std::net::TcpStream::connect(address).expect("connect to the API");
+            tcp.set_read_timeout(Some(LONG)).expect("timeout");
+            write!(
+                tcp,
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: m\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("send");
+            let mut answer = String::new();
+            let _ = tcp.read_to_string(&mut answer);
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(answer.contains("\"chat.completion\""), "{answer}");
+        },
+    );
 
     steps.run("d. taskkill /F of the llm worker mid-reply", || {
         let llm = wine.worker_pid("llm").expect("the llm worker's pid");
@@ -421,13 +444,13 @@ fn workers_die_with_a_killed_supervisor_under_wine() {
         .write(&model)
         .expect("write the tiny model");
 
-    let mut sup = steps.run("up, both workers running", || {
+    let mut sup = steps.run("up, every worker running", || {
         let sup = wine.up(&model);
         wine.wait_running(LONG);
         sup
     });
     let workers = wine.mate_processes("worker");
-    assert_eq!(workers.len(), 2, "{:?}", describe(&workers));
+    assert_eq!(workers.len(), 3, "{:?}", describe(&workers));
 
     steps.run("ctl hang llm, then kill -9 of the supervisor", || {
         ok("ctl hang llm", &wine.run(&["ctl", "hang", "llm"], LIMIT));

@@ -203,23 +203,29 @@ enum Endpoint {
 }
 
 async fn chat(State(shared): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let body = match read_body(&shared, &headers, body).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    match ChatRequest::parse(&body).and_then(|r| r.generation(&shared.options.sampling)) {
-        Ok(generation) => generate(shared, generation, Endpoint::Chat).await,
-        Err(e) => error(&e, None),
-    }
+    let parse = |body: &[u8], defaults: &_| ChatRequest::parse(body)?.generation(defaults);
+    serve_generation(shared, headers, body, parse, Endpoint::Chat).await
 }
 
 async fn completions(State(shared): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let parse = |body: &[u8], defaults: &_| CompletionRequest::parse(body)?.generation(defaults);
+    serve_generation(shared, headers, body, parse, Endpoint::Text).await
+}
+
+/// Reads and checks the body (`parse` it over the `[chat]` defaults), then generates.
+async fn serve_generation(
+    shared: Shared,
+    headers: HeaderMap,
+    body: Body,
+    parse: impl FnOnce(&[u8], &mate_protocol::Sampling) -> Result<Generation, ApiError>,
+    endpoint: Endpoint,
+) -> Response {
     let body = match read_body(&shared, &headers, body).await {
         Ok(body) => body,
         Err(response) => return response,
     };
-    match CompletionRequest::parse(&body).and_then(|r| r.generation(&shared.options.sampling)) {
-        Ok(generation) => generate(shared, generation, Endpoint::Text).await,
+    match parse(&body, &shared.options.sampling) {
+        Ok(generation) => generate(shared, generation, endpoint).await,
         Err(e) => error(&e, None),
     }
 }

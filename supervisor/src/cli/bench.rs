@@ -149,6 +149,14 @@ pub fn run(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
     let settings = settings(global)?;
     let model = resolve_model(&settings)?;
     let exe = std::env::current_exe().context("locating the mate executable")?;
+    // `--threads` when given, else the config's `[llm] threads` (0: by the CPU rule).
+    let threads_or_config = |threads: u32| {
+        if threads > 0 {
+            threads
+        } else {
+            settings.threads
+        }
+    };
     match command {
         BenchCommand::Llm {
             runs,
@@ -161,11 +169,7 @@ pub fn run(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
                 model,
                 runs: runs.max(1),
                 max_tokens: max_tokens.max(2),
-                threads: if threads > 0 {
-                    threads
-                } else {
-                    settings.threads
-                },
+                threads: threads_or_config(threads),
                 conversation_tokens,
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -239,11 +243,7 @@ pub fn run(global: &GlobalArgs, command: BenchCommand) -> Result<(), Failure> {
                 model,
                 runs: runs.max(1),
                 max_tokens: max_tokens.max(2),
-                threads: if threads > 0 {
-                    threads
-                } else {
-                    settings.threads
-                },
+                threads: threads_or_config(threads),
                 llama_server,
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
