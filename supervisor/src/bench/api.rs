@@ -376,6 +376,8 @@ impl LlamaServer {
             .arg("-m")
             .arg(model)
             .args(["-t", &t, "-tb", &t, "-c", &N_CTX.to_string(), "-np", "1"])
+            // As mate's `cpu` rung: no flash attention (llama-server's default is `auto`).
+            .args(["-fa", "off"])
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
