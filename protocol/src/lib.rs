@@ -20,6 +20,7 @@ pub mod handshake;
 pub mod message;
 pub mod peer;
 pub mod unity;
+pub mod vmc;
 pub mod worker;
 
 #[cfg(feature = "tokio")]
@@ -31,6 +32,7 @@ pub use error::Error;
 pub use frame::{Limit, CONTROL_MAX_FRAME, DATA_MAX_FRAME};
 pub use handshake::{AuthToken, Hello, HelloReply, Rejection, MAGIC, PROTOCOL_VERSION};
 pub use message::*;
+pub use vmc::VmcOptions;
 
 #[cfg(test)]
 mod tests;

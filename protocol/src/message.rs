@@ -677,6 +677,8 @@ pub struct UnityOptions {
     pub reconnect_max_ms: u32,
     /// Most one-shot commands held while Unity is away.
     pub queue_limit: u32,
+    /// Also drive a VMC receiver (VSeeFace, Warudo, …) over OSC; `None`: no VMC.
+    pub vmc: Option<crate::VmcOptions>,
 }
 
 impl Default for UnityOptions {
@@ -689,6 +691,7 @@ impl Default for UnityOptions {
             max_line_bytes: crate::unity::DEFAULT_MAX_LINE as u32,
             reconnect_max_ms: 2000,
             queue_limit: 256,
+            vmc: None,
         }
     }
 }

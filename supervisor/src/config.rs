@@ -20,7 +20,9 @@ use crate::{
 };
 
 mod api;
+mod vmc;
 pub use api::{ApiConfig, ApiSettings, API_ADDRESS_ENV, API_KEY_ENV, DEFAULT_API_ADDRESS};
+pub use vmc::VmcConfig;
 
 /// The commented sample, also printed by `mate config sample`.
 pub const SAMPLE: &str = include_str!("../../config/mate.sample.toml");
@@ -47,6 +49,8 @@ pub struct FileConfig {
     pub avatar: AvatarConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub vmc: VmcConfig,
     /// `[profiles.NAME]` tables: fields that replace the computed values of a rung.
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileOverride>,
@@ -377,7 +381,7 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
         api: api::api(file.api, &chat.sampling)?,
         chat,
         gpu: gpu(overrides, file.gpu, file.profiles)?,
-        unity: unity(file.unity)?,
+        unity: unity(file.unity, vmc::vmc(file.vmc)?)?,
         avatar: avatar(file.avatar)?,
         state_dir,
         model: overrides
@@ -522,7 +526,10 @@ fn gpu(
     })
 }
 
-fn unity(c: UnityConfig) -> Result<UnitySettings, ConfigError> {
+fn unity(
+    c: UnityConfig,
+    vmc: Option<mate_protocol::VmcOptions>,
+) -> Result<UnitySettings, ConfigError> {
     let d = UnityOptions::default();
     let address = c.address.unwrap_or(d.address);
     if !address.contains(':') {
@@ -547,6 +554,7 @@ fn unity(c: UnityConfig) -> Result<UnitySettings, ConfigError> {
             .unwrap_or(d.reconnect_max_ms)
             .clamp(100, 600_000),
         queue_limit: c.queue_limit.unwrap_or(d.queue_limit).clamp(1, 100_000),
+        vmc,
     };
     Ok(UnitySettings {
         options,

@@ -11,16 +11,11 @@ use std::{
 };
 
 /// The pinned versions, as `.ci/run` installs them.
-pub const PINNED: &str = "openai==1.109.1 prometheus_client==0.26.0";
+pub const PINNED: &str = "openai==1.109.1 prometheus_client==0.26.0 python-osc==1.10.2";
 
 /// `target/py-clients` of this workspace.
 fn default_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-clients")
-}
-
-/// The scenario script the tests run (`tests/python/openai_client.py`).
-pub fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python/openai_client.py")
 }
 
 #[derive(Debug, Clone)]
@@ -50,7 +45,8 @@ impl PyClients {
              `python3 -m pip install --target DIR {PINNED}` and MATE_PY_CLIENTS=DIR"
         );
         eprintln!(
-            "SKIPPED: {test}: python3 cannot import openai and prometheus_client (install them \
+            "SKIPPED: {test}: python3 cannot import openai, prometheus_client and pythonosc \
+             (install them \
              with `python3 -m pip install --target DIR {PINNED}` and set MATE_PY_CLIENTS=DIR)"
         );
         None
@@ -78,7 +74,7 @@ impl PyClients {
 
     fn import_works(&self) -> bool {
         let mut cmd = self.python();
-        cmd.args(["-c", "import openai, prometheus_client"])
+        cmd.args(["-c", "import openai, prometheus_client, pythonosc"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         cmd.status().is_ok_and(|s| s.success())
@@ -95,8 +91,18 @@ impl PyClients {
 
     /// `python3 openai_client.py ARGS…`.
     pub fn scenario(&self, args: &[&str]) -> Command {
+        self.script("openai_client.py", args)
+    }
+
+    /// `python3 tests/python/SCRIPT ARGS…`.
+    pub fn script(&self, script: &str, args: &[&str]) -> Command {
         let mut cmd = self.python();
-        cmd.arg(script()).args(args);
+        cmd.arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("python")
+                .join(script),
+        )
+        .args(args);
         cmd
     }
 }

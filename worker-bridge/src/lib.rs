@@ -11,6 +11,7 @@
 pub mod outbox;
 pub mod sim;
 mod unity;
+pub mod vmc;
 
 use std::{
     path::PathBuf,
@@ -57,6 +58,19 @@ pub fn run(args: &Args) -> Result<(), Error> {
             Err(e) => return Err(e),
         }
     };
+    // The VMC sink, when asked for: its own thread, the same commands.
+    let vmc = match options.vmc.clone() {
+        Some(vmc_options) => {
+            let (vmc_tx, vmc_rx) = mpsc::channel();
+            let avatar = avatar.clone();
+            std::thread::Builder::new()
+                .name("vmc".into())
+                .spawn(move || vmc::run(vmc_options, avatar, vmc_rx))
+                .map_err(Error::Io)?;
+            Some(vmc_tx)
+        }
+        None => None,
+    };
     let (tx, rx) = mpsc::sync_channel(INPUTS);
     let unity = {
         let (tx, sender, shared) = (tx.clone(), link.sender(), Arc::clone(&shared));
@@ -67,7 +81,12 @@ pub fn run(args: &Args) -> Result<(), Error> {
     };
     let result = loop {
         let input = match link.recv(&mut vitals) {
-            Ok(Next::Message(ToWorker::Avatar(cmd))) => Input::Command(cmd),
+            Ok(Next::Message(ToWorker::Avatar(cmd))) => {
+                if let Some(vmc) = &vmc {
+                    let _ = vmc.send(vmc::Input::Command(cmd.clone()));
+                }
+                Input::Command(cmd)
+            }
             Ok(Next::Message(other)) => {
                 debug!(?other, "not for the bridge; ignored");
                 continue;
@@ -80,6 +99,9 @@ pub fn run(args: &Args) -> Result<(), Error> {
             break Ok(());
         }
     };
+    if let Some(vmc) = &vmc {
+        let _ = vmc.send(vmc::Input::Shutdown);
+    }
     let _ = tx.send(Input::Shutdown);
     // Connecting and writing have timeouts, so this ends within a few seconds at worst.
     let _ = unity.join();
