@@ -152,6 +152,19 @@ pub struct UnityReply {
     /// Commands carried out, for a batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// For a batch: each refused command, which one and why (the Unity package's C# core
+    /// says so; an older peer does not, and the batch's message is all there is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<BatchError>>,
+}
+
+/// One refused command of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchError {
+    /// Its place in the batch, from 0.
+    pub index: u32,
+    pub command: String,
+    pub message: String,
 }
 
 impl UnityReply {
@@ -162,6 +175,7 @@ impl UnityReply {
             status: ReplyStatus::Success,
             message: None,
             count,
+            errors: None,
         }
     }
 
@@ -172,6 +186,7 @@ impl UnityReply {
             status: ReplyStatus::Error,
             message: Some(message),
             count: None,
+            errors: None,
         }
     }
 

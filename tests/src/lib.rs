@@ -3,6 +3,7 @@
 //! [`gguf`] writes the tiny random-weight model the engine tests run on.
 
 pub mod gguf;
+pub mod mono;
 pub mod py;
 pub mod wine;
 

@@ -222,12 +222,36 @@ impl Outbox {
         match reply.status {
             ReplyStatus::Success => Ok(Answer::Done { commands: done }),
             ReplyStatus::Error => {
-                if let [one] = &sent.commands[..] {
-                    self.refused(&one.cmd);
+                let mut message = reply.message.clone().unwrap_or_default();
+                match (&sent.commands[..], &reply.errors) {
+                    ([one], _) => self.refused(&one.cmd),
+                    // The peer says which commands of the batch it refused: their parts fall
+                    // back, and the message names them.
+                    (_, Some(errors)) if !errors.is_empty() => {
+                        for e in errors {
+                            if let Some(q) = sent.commands.get(e.index as usize) {
+                                self.refused(&q.cmd);
+                            }
+                        }
+                        message = errors
+                            .iter()
+                            .map(|e| {
+                                format!(
+                                    "{} (command {} of {}): {}",
+                                    e.command,
+                                    e.index + 1,
+                                    commands,
+                                    e.message
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                    }
+                    _ => {}
                 }
                 Ok(Answer::Refused {
                     command: reply.command.clone(),
-                    message: reply.message.clone().unwrap_or_default(),
+                    message,
                 })
             }
         }
@@ -632,7 +656,7 @@ mod tests {
             ..UnityReply::error("batch", "VRM file not found: typo.vrm".into())
         };
         out.on_reply(&refusal, t0 + ms(220)).expect("answer");
-        // A batch's refusal does not say which command failed: the state stays as asked.
+        // A batch's refusal that does not say which command failed: the state stays as asked.
         assert!(out.describe_state().contains("typo.vrm"));
         out.push(load("typo2.vrm"), t0 + ms(300));
         out.connected(t0 + ms(300));
@@ -657,5 +681,43 @@ mod tests {
             "load model good.vrm, expression happy (intensity 1.00, 100 ms)",
             "the refused load fell back to the last model Unity accepted"
         );
+    }
+
+    #[test]
+    fn a_batch_refusal_that_names_its_commands_falls_back_for_those_only() {
+        let t0 = Instant::now();
+        let mut out = Outbox::new(timing());
+        out.push(load("good.vrm"), t0);
+        out.connected(t0);
+        out.take_due(t0).expect("due");
+        out.on_reply(&ok("load_vrm"), t0).expect("ack");
+        out.push(load("typo.vrm"), t0 + ms(100));
+        out.push(expression("happy"), t0 + ms(100));
+        let sent = out.take_due(t0 + ms(116)).expect("due");
+        assert_eq!(names(&sent), ["load_vrm", "happy"]);
+        let refusal = UnityReply {
+            count: Some(1),
+            errors: Some(vec![mate_protocol::unity::BatchError {
+                index: 0,
+                command: "load_vrm".into(),
+                message: "no VRM file at typo.vrm".into(),
+            }]),
+            ..UnityReply::error("batch", "1 of 2 commands refused".into())
+        };
+        let answer = out.on_reply(&refusal, t0 + ms(120)).expect("answer");
+        assert_eq!(
+            answer,
+            Answer::Refused {
+                command: "batch".into(),
+                message: "load_vrm (command 1 of 2): no VRM file at typo.vrm".into(),
+            }
+        );
+        let state = out.describe_state();
+        assert!(
+            state.contains("good.vrm") && state.contains("happy"),
+            "{state}"
+        );
+        let s = status(&mut out, t0 + ms(120));
+        assert_eq!((s.acked, s.errors), (2, 1));
     }
 }
