@@ -2,6 +2,7 @@
 //   mono MateUnityTests.exe test        the unit tests (exit 1 on a failure)
 //   mono MateUnityTests.exe peer ADDR   the core serving mate at ADDR with a recording avatar,
 //                                       each call printed as a JSON line
+//   mono MateUnityTests.exe serve ADDR  the same, printing nothing (for `mate bench bridge`)
 // Built with mcs from Runtime/Core/*.cs and this folder (tests/src/mono.rs does it).
 
 using System;
@@ -44,17 +45,18 @@ namespace Mate.Unity.Tests
         {
             // Lines reach a reading process as they are written, not when a buffer fills.
             Console.SetOut(new System.IO.StreamWriter(Console.OpenStandardOutput()) { AutoFlush = true });
-            if (args.Length >= 2 && args[0] == "peer") return Peer(args[1]);
+            if (args.Length >= 2 && args[0] == "peer") return Peer(args[1], true);
+            if (args.Length >= 2 && args[0] == "serve") return Peer(args[1], false);
             if (args.Length >= 1 && args[0] == "test") return CoreTests.Run();
-            Console.Error.WriteLine("usage: MateUnityTests.exe test | peer HOST:PORT");
+            Console.Error.WriteLine("usage: MateUnityTests.exe test | peer HOST:PORT | serve HOST:PORT");
             return 2;
         }
 
-        private static int Peer(string address)
+        private static int Peer(string address, bool echo)
         {
-            var avatar = new RecordingAvatar { Echo = true };
+            var avatar = new RecordingAvatar { Echo = echo };
             var server = new MateServer(address, avatar);
-            server.Log += what => Console.WriteLine("{\"log\":" + Json.Quote(what) + "}");
+            if (echo) server.Log += what => Console.WriteLine("{\"log\":" + Json.Quote(what) + "}");
             server.Start();
             Console.WriteLine("{\"ready\":" + server.Port + "}");
             Thread.Sleep(Timeout.Infinite);

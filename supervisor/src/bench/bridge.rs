@@ -180,6 +180,12 @@ pub struct BridgeReport {
     batched: Batched,
     ratios: Ratios,
     original_python: OriginalPython,
+    /// With `--unity`: the built-in simulator, measured in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<Box<BridgeReport>>,
+    /// With `--unity`: the given endpoint over the simulator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_baseline: Option<VsBaseline>,
 }
 
 #[derive(Debug, Serialize)]
@@ -223,83 +229,135 @@ struct OriginalPython {
     batched_ms_per_command: f64,
 }
 
-pub fn bridge(b: &BridgeBench) -> anyhow::Result<BridgeReport> {
-    let (address, peer) = match &b.unity {
-        Some(address) => (address.clone(), "given endpoint"),
-        None => {
-            let sim = Sim::start(
-                "127.0.0.1:0",
-                SimOptions::default(),
-                Box::new(std::io::sink()),
-            )
-            .context("starting the built-in unity-sim")?;
-            (
-                sim.address().to_string(),
-                "built-in unity-sim (this process)",
-            )
-        }
-    };
-    let per_s = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
-    let (mut rtts, mut line_rtts, mut single_rate, mut pipe_rate, mut batch_rate, mut lines) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    // A warm-up round, not counted.
-    single(&address, 100)?;
-    batched(&address, 100, b.batch)?;
-    for _ in 0..b.runs {
-        let (r, d) = single(&address, b.commands)?;
-        rtts.extend(r);
-        single_rate.push(per_s(b.commands, d));
-        pipe_rate.push(per_s(b.commands, pipelined(&address, b.commands)?));
-        let (d, l) = batched(&address, b.commands, b.batch)?;
-        batch_rate.push(per_s(b.commands, d));
-        lines.push(l.len() as f64);
-        line_rtts.extend(l);
+/// Every sample of one endpoint over the runs.
+#[derive(Default)]
+struct Samples {
+    rtts: Vec<f64>,
+    line_rtts: Vec<f64>,
+    single_rate: Vec<f64>,
+    pipe_rate: Vec<f64>,
+    batch_rate: Vec<f64>,
+    lines: Vec<f64>,
+}
+
+impl Samples {
+    /// One run of the three senders against `address`.
+    fn run(&mut self, address: &str, b: &BridgeBench) -> anyhow::Result<()> {
+        let per_s = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
+        let (r, d) = single(address, b.commands)?;
+        self.rtts.extend(r);
+        self.single_rate.push(per_s(b.commands, d));
+        self.pipe_rate
+            .push(per_s(b.commands, pipelined(address, b.commands)?));
+        let (d, l) = batched(address, b.commands, b.batch)?;
+        self.batch_rate.push(per_s(b.commands, d));
+        self.lines.push(l.len() as f64);
+        self.line_rtts.extend(l);
+        Ok(())
     }
-    rtts.sort_by(f64::total_cmp);
-    line_rtts.sort_by(f64::total_cmp);
-    let (single_rate, pipe_rate, batch_rate) =
-        (median(single_rate), median(pipe_rate), median(batch_rate));
-    let us = |rate: f64| 1e6 / rate;
-    Ok(BridgeReport {
-        endpoint: address,
-        peer,
-        command: "play_animation (one-shot, never coalesced)",
-        commands_per_run: b.commands,
-        runs: b.runs,
-        batch: b.batch,
-        single: Single {
-            p50_us: percentile(&rtts, 0.5),
-            p99_us: percentile(&rtts, 0.99),
-            max_us: rtts.last().copied(),
-            commands_per_s: single_rate,
-            us_per_command: us(single_rate),
-            distribution_us: quantiles(&rtts),
-        },
-        pipelined: Pipelined {
-            commands_per_s: pipe_rate,
-            us_per_command: us(pipe_rate),
-        },
-        batched: Batched {
-            commands_per_s: batch_rate,
-            us_per_command: us(batch_rate),
-            lines_per_run: median(lines),
-            line_p50_us: percentile(&line_rtts, 0.5),
-            line_p99_us: percentile(&line_rtts, 0.99),
-            line_distribution_us: quantiles(&line_rtts),
-        },
-        ratios: Ratios {
-            batched_vs_single: batch_rate / single_rate,
-            batched_vs_pipelined: batch_rate / pipe_rate,
-        },
-        original_python: OriginalPython {
-            single_ms: ORIGINAL_SINGLE_MS,
-            batched_ms_per_command: ORIGINAL_BATCHED_MS,
-        },
-    })
+
+    fn report(mut self, endpoint: String, peer: &'static str, b: &BridgeBench) -> BridgeReport {
+        self.rtts.sort_by(f64::total_cmp);
+        self.line_rtts.sort_by(f64::total_cmp);
+        let (rtts, line_rtts) = (self.rtts, self.line_rtts);
+        let (single_rate, pipe_rate, batch_rate) = (
+            median(self.single_rate),
+            median(self.pipe_rate),
+            median(self.batch_rate),
+        );
+        let us = |rate: f64| 1e6 / rate;
+        BridgeReport {
+            endpoint,
+            peer,
+            command: "play_animation (one-shot, never coalesced)",
+            commands_per_run: b.commands,
+            runs: b.runs,
+            batch: b.batch,
+            single: Single {
+                p50_us: percentile(&rtts, 0.5),
+                p99_us: percentile(&rtts, 0.99),
+                max_us: rtts.last().copied(),
+                commands_per_s: single_rate,
+                us_per_command: us(single_rate),
+                distribution_us: quantiles(&rtts),
+            },
+            pipelined: Pipelined {
+                commands_per_s: pipe_rate,
+                us_per_command: us(pipe_rate),
+            },
+            batched: Batched {
+                commands_per_s: batch_rate,
+                us_per_command: us(batch_rate),
+                lines_per_run: median(self.lines),
+                line_p50_us: percentile(&line_rtts, 0.5),
+                line_p99_us: percentile(&line_rtts, 0.99),
+                line_distribution_us: quantiles(&line_rtts),
+            },
+            ratios: Ratios {
+                batched_vs_single: batch_rate / single_rate,
+                batched_vs_pipelined: batch_rate / pipe_rate,
+            },
+            original_python: OriginalPython {
+                single_ms: ORIGINAL_SINGLE_MS,
+                batched_ms_per_command: ORIGINAL_BATCHED_MS,
+            },
+            baseline: None,
+            vs_baseline: None,
+        }
+    }
+}
+
+/// The given endpoint against the built-in simulator, medians over medians.
+#[derive(Debug, Serialize)]
+struct VsBaseline {
+    single_p50: f64,
+    batched_commands_per_s: f64,
+    pipelined_commands_per_s: f64,
+}
+
+/// Measures `--unity` (when given) and the built-in simulator, run by run in turn, so both
+/// see the same machine; without `--unity` the simulator alone.
+pub fn bridge(b: &BridgeBench) -> anyhow::Result<BridgeReport> {
+    let sim = Sim::start(
+        "127.0.0.1:0",
+        SimOptions::default(),
+        Box::new(std::io::sink()),
+    )
+    .context("starting the built-in unity-sim")?;
+    let sim_address = sim.address().to_string();
+    let mut endpoints = vec![(sim_address.clone(), Samples::default())];
+    if let Some(given) = &b.unity {
+        endpoints.insert(0, (given.clone(), Samples::default()));
+    }
+    for (address, _) in &endpoints {
+        // A warm-up round, not counted.
+        single(address, 100)?;
+        batched(address, 100, b.batch)?;
+    }
+    for _ in 0..b.runs {
+        for (address, samples) in &mut endpoints {
+            samples.run(address, b)?;
+        }
+    }
+    let mut reports = endpoints.into_iter().map(|(address, samples)| {
+        let peer = if address == sim_address {
+            "built-in unity-sim (this process)"
+        } else {
+            "given endpoint"
+        };
+        samples.report(address, peer, b)
+    });
+    let first = reports.next().context("no endpoint measured")?;
+    let Some(sim_report) = reports.next() else {
+        return Ok(first);
+    };
+    let mut given = first;
+    given.vs_baseline = Some(VsBaseline {
+        single_p50: given.single.p50_us / sim_report.single.p50_us,
+        batched_commands_per_s: given.batched.commands_per_s / sim_report.batched.commands_per_s,
+        pipelined_commands_per_s: given.pipelined.commands_per_s
+            / sim_report.pipelined.commands_per_s,
+    });
+    given.baseline = Some(Box::new(sim_report));
+    Ok(given)
 }
