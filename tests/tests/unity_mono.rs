@@ -148,6 +148,23 @@ fn mate_up_drives_the_csharp_core_and_restores_a_restarted_peer() {
             .any(|c| c.starts_with("play_animation:wave")),
         "a one-shot animation is not replayed: {restored:?}"
     );
+    // The restore went as one batch, whose count the C# side got right: all acked, no error.
+    wait_until(LIMIT, "the restore answered", || {
+        state.worker("bridge").is_some_and(|b| {
+            let s = &b["vitals"]["bridge"];
+            s["acks_pending"] == 0 && s["acked"] == s["sent"]
+        })
+    });
+    let s = state.worker("bridge").expect("bridge")["vitals"]["bridge"].clone();
+    assert_eq!(
+        (&s["errors"], &s["malformed"]),
+        (&0.into(), &0.into()),
+        "{s}"
+    );
+    assert!(
+        s["lines"].as_u64() < s["sent"].as_u64(),
+        "some line carried a batch: {s}"
+    );
 }
 
 #[test]
