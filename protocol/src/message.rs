@@ -578,6 +578,9 @@ pub enum FromWorker {
     Failed {
         request_id: u64,
         reason: String,
+        /// The request itself cannot be served (a prompt too long for the context): the
+        /// client's to change, not a fault of the worker.
+        client_error: bool,
     },
     /// Something the supervisor should log and show in the event list.
     Notice {

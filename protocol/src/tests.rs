@@ -265,6 +265,7 @@ fn from_worker_samples() -> Vec<FromWorker> {
         FromWorker::Failed {
             request_id: 4,
             reason: "context full".into(),
+            client_error: true,
         },
         FromWorker::Notice {
             level: Level::Warn,

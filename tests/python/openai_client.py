@@ -72,6 +72,12 @@ def basics(base, key):
     except openai.BadRequestError as e:
         say(step="n=2", error="BadRequestError", status=e.status_code, param=e.body.get("param"))
 
+    try:
+        c.completions.create(model="anything", prompt="the sea " * 2000, max_tokens=4)
+        say(step="too long", error=None)
+    except openai.BadRequestError as e:
+        say(step="too long", error="BadRequestError", status=e.status_code, code=e.code)
+
     if key:
         try:
             client(base, "wrong-key").models.list()

@@ -143,6 +143,16 @@ fn the_openai_package_chats_streams_completes_and_lists_models_and_prometheus_pa
         (&n2["error"], &n2["status"], &n2["param"]),
         (&"BadRequestError".into(), &400.into(), &"n".into())
     );
+    let too_long = step(&lines, "too long");
+    assert_eq!(
+        (&too_long["error"], &too_long["status"], &too_long["code"]),
+        (
+            &"BadRequestError".into(),
+            &400.into(),
+            &"context_length_exceeded".into()
+        ),
+        "{too_long}"
+    );
     let bad_key = step(&lines, "bad key");
     assert_eq!(
         (&bad_key["error"], &bad_key["status"]),

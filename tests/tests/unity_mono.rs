@@ -88,8 +88,13 @@ fn mate_up_drives_the_csharp_core_and_restores_a_restarted_peer() {
     let address = free_address();
     let mut peer = Peer::start(&exe, &address);
     let state = StateDir::new();
+    // VMC on too, to a plain UDP socket: both sinks at once.
+    let vmc = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    vmc.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let vmc_address = vmc.local_addr().expect("address");
     state.write_config(&format!(
-        "[chat]\nmax_tokens = 8\n[unity]\naddress = \"{address}\"\n[avatar]\nthinking = \"thinking\"\ntalking = \"neutral\"\n"
+        "[chat]\nmax_tokens = 8\n[unity]\naddress = \"{address}\"\n[avatar]\nthinking = \"thinking\"\ntalking = \"neutral\"\n\
+         [vmc]\nenabled = true\naddress = \"{vmc_address}\"\nresend_ms = 200\n"
     ));
     let model = state.fake_model();
     let _sup = state.up(&model, &[]);
@@ -122,6 +127,18 @@ fn mate_up_drives_the_csharp_core_and_restores_a_restarted_peer() {
         assert!(out.status.success(), "{cmd:?}");
     }
     peer.wait_for("the happy expression", "set_expression:happy:1:150");
+    // The VMC sink got the same expression: a frame with Joy at 1.0.
+    let joy_at_one = {
+        // OSC: the string argument padded to 4 bytes, then the float, big-endian.
+        let mut frame = b"Joy\0".to_vec();
+        frame.extend_from_slice(&1.0f32.to_be_bytes());
+        frame
+    };
+    let mut buf = [0u8; 4096];
+    wait_until(LIMIT, "a VMC frame with Joy at 1.0", || {
+        vmc.recv(&mut buf)
+            .is_ok_and(|n| buf[..n].windows(joy_at_one.len()).any(|w| w == joy_at_one))
+    });
     wait_until(LIMIT, "every command answered", || {
         state.worker("bridge").is_some_and(|b| {
             let s = &b["vitals"]["bridge"];

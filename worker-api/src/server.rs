@@ -239,6 +239,11 @@ fn gone() -> Response {
 
 fn failed(status: u16, message: String, retry_after_s: u32) -> Response {
     let e = match status {
+        // The one request the LLM refuses as such: more than its context holds.
+        400 => ApiError {
+            code: Some("context_length_exceeded"),
+            ..ApiError::malformed(message)
+        },
         429 => ApiError {
             message,
             ..ApiError::queue_full(0)

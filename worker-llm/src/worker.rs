@@ -305,6 +305,7 @@ fn refuse(tx: &LinkSender, msg: ToWorker, why: &str) -> Result<(), Error> {
         | ToWorker::Complete { request_id, .. } => tx.send(&FromWorker::Failed {
             request_id,
             reason: why.into(),
+            client_error: false,
         }),
         other => tx.send(&FromWorker::Notice {
             level: Level::Warn,
@@ -481,6 +482,7 @@ impl Request<'_> {
             }
             Err(e) => self.tx.send(&FromWorker::Failed {
                 request_id: self.id,
+                client_error: matches!(e, LlmError::PromptTooLong { .. }),
                 reason: e.to_string(),
             }),
         }

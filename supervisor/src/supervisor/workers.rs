@@ -126,9 +126,14 @@ impl Supervisor {
             FromWorker::Api(call) => return self.on_api_call(generation, call),
             FromWorker::Chunk { request_id, text } => return self.on_chunk(request_id, text),
             FromWorker::Done { request_id, stats } => return self.on_done(request_id, stats),
-            FromWorker::Failed { request_id, reason } => {
+            FromWorker::Failed {
+                request_id,
+                reason,
+                client_error,
+            } => {
                 if self.is_turn_request(request_id) {
-                    self.fail_turn(format!("the LLM could not answer: {reason}"), 500);
+                    let status = if client_error { 400 } else { 500 };
+                    self.fail_turn(format!("the LLM could not answer: {reason}"), status);
                 }
                 return;
             }

@@ -222,3 +222,37 @@ fn health_says_loading_ok_restarting_and_failed() {
     assert_eq!((h.ok, h.status.as_str()), (false, "failed"));
     assert!(h.reason.contains("the model file is gone"), "{}", h.reason);
 }
+
+#[test]
+fn a_prompt_the_llm_cannot_fit_is_the_clients_400_and_a_worker_failure_a_500() {
+    let mut l = Loop::up();
+    for (id, client_error, status) in [(1, true, 400), (2, false, 500)] {
+        l.api(generate(id, ApiInput::Prompt("long".into())));
+        let request_id = l
+            .sent(LLM)
+            .into_iter()
+            .find_map(|m| match m {
+                ToWorker::Complete { request_id, .. } => Some(request_id),
+                _ => None,
+            })
+            .expect("a Complete");
+        l.send(
+            LLM,
+            FromWorker::Failed {
+                request_id,
+                reason: "the prompt needs 9000 tokens".into(),
+                client_error,
+            },
+        );
+        match l.api_events(id).as_slice() {
+            [ApiEvent::Failed {
+                status: s, message, ..
+            }] => {
+                assert_eq!(*s, status);
+                assert!(message.contains("9000 tokens"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(l.sup.turn.is_none());
+}
