@@ -681,6 +681,16 @@ impl ChatStream {
             .unwrap_or_else(|_| serde_json::json!({ "NotJson": line }))
     }
 
+    /// The next line's text when it is a chunk (a reply starts with one), failing the test
+    /// after `limit`; `Err` with the line otherwise.
+    pub fn next_text(&self, limit: Duration) -> Result<String, serde_json::Value> {
+        let line = self.next(limit);
+        match line["Chunk"]["text"].as_str() {
+            Some(text) => Ok(text.to_string()),
+            None => Err(line),
+        }
+    }
+
     /// Reads to the end of the stream, each line within `limit`: (text, events, the ChatDone
     /// stats). Fails unless the stream is one answer: chunks and events, exactly one ChatDone,
     /// then the end, and `ctl chat` exits 0.

@@ -10,8 +10,8 @@ use std::{
 };
 
 use mate_tests::{
-    default_model, event_kind, line_channel, py::PyClients, signal, spawn_piped, wait_exit,
-    wait_until, Mate as _, StateDir, Supervisor,
+    default_model, event_kind, json_lines, line_channel, py::PyClients, signal, spawn_piped,
+    wait_exit, wait_until, Mate as _, StateDir, Supervisor,
 };
 use serde_json::Value;
 
@@ -85,17 +85,8 @@ fn error_message(body: &str) -> String {
 
 /// Runs a scenario of the Python client to the end; its JSON lines by step.
 fn scenario(py: &PyClients, args: &[&str]) -> Vec<Value> {
-    let child = spawn_piped(py.scenario(args));
-    let out = mate_tests::wait_output(child, LONG);
-    assert!(
-        out.status.success(),
-        "python {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
+    let out = mate_tests::wait_output(spawn_piped(py.scenario(args)), LONG);
+    json_lines(&format!("python {args:?}"), &out)
 }
 
 fn step<'a>(lines: &'a [Value], name: &str) -> &'a Value {

@@ -58,11 +58,9 @@ fn kill_9_of_the_llm_mid_reply_completes_the_same_reply() {
     let llm = state.worker_pid("llm").expect("llm pid");
 
     let mut chat = ChatStream::start(state.mate(&["ctl", "chat", "--json", STORY]));
-    let first = chat.next(LONG);
-    let first = first["Chunk"]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the reply starts with a chunk, got {first}"))
-        .to_string();
+    let first = chat
+        .next_text(LONG)
+        .unwrap_or_else(|line| panic!("the reply starts with a chunk, got {line}"));
     signal(llm, "KILL");
     let (text, events, stats) = chat.finish(first, LONG);
 
@@ -91,11 +89,7 @@ fn ctl_restart_of_the_llm_mid_reply_resumes_rather_than_cuts_the_reply() {
     let state = StateDir::new();
     let _sup = on_default_model(&state, STORY_CONFIG);
     let mut chat = ChatStream::start(state.mate(&["ctl", "chat", "--json", STORY]));
-    let first = chat.next(LONG);
-    let first = first["Chunk"]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let first = chat.next_text(LONG).unwrap_or_default();
     ok(&state.run(&["ctl", "restart", "llm"], LIMIT));
     let (text, events, stats) = chat.finish(first, LONG);
 
@@ -114,11 +108,7 @@ fn two_clients_chatting_at_once_each_get_their_whole_reply_in_turn() {
     let state = StateDir::new();
     let _sup = on_default_model(&state, STORY_CONFIG);
     let mut first = ChatStream::start(state.mate(&["ctl", "chat", "--json", STORY]));
-    let start = first.next(LONG);
-    let start = start["Chunk"]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let start = first.next_text(LONG).unwrap_or_default();
     // A second client while the first reply streams: it waits, and hears so.
     let mut second = ChatStream::start(state.mate(&["ctl", "chat", "--json", "Hello there"]));
     let queued = second.next(LIMIT);
@@ -320,8 +310,9 @@ fn hostile_clients_are_dropped_while_a_chat_streams_undisturbed() {
     let _sup = on_default_model(&state, STORY_CONFIG);
     let endpoint = Endpoint::for_state_dir(state.path());
     let mut chat = ChatStream::start(state.mate(&["ctl", "chat", "--json", STORY]));
-    let first = chat.next(LONG);
-    assert!(first.get("Chunk").is_some(), "{first}");
+    let first = chat
+        .next_text(LONG)
+        .unwrap_or_else(|line| panic!("the reply starts with a chunk, got {line}"));
 
     // A wrong token, garbage, a huge length prefix, half frames that stall, and a flood.
     let wrong = Hello::new(Role::Ctl, AuthToken::generate().expect("token"));
@@ -344,7 +335,7 @@ fn hostile_clients_are_dropped_while_a_chat_streams_undisturbed() {
             held.push(s);
         }
     }
-    let (text, _, stats) = chat.finish(first["Chunk"]["text"].as_str().unwrap_or("").into(), LONG);
+    let (text, _, stats) = chat.finish(first, LONG);
     assert!(stats["generated_tokens"].as_u64() > Some(1), "{stats}");
     assert!(!text.is_empty());
     drop(held);

@@ -247,11 +247,9 @@ fn the_windows_build_runs_supervises_and_recovers_under_wine() {
     steps.run("d. taskkill /F of the llm worker mid-reply", || {
         let llm = wine.worker_pid("llm").expect("the llm worker's pid");
         let mut chat = ChatStream::start(wine.mate(&["ctl", "chat", "--json", STORY]));
-        let first = chat.next(LONG);
-        let first = first["Chunk"]["text"]
-            .as_str()
-            .unwrap_or_else(|| panic!("the reply starts with a chunk, got {first}"))
-            .to_string();
+        let first = chat
+            .next_text(LONG)
+            .unwrap_or_else(|line| panic!("the reply starts with a chunk, got {line}"));
         ok("taskkill /F /PID <llm>", &wine.taskkill(llm));
         let (text, events, stats) = chat.finish(first, LONG);
 

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::{
     http::{get_status, post_stream, Sse},
     ms,
+    procfs::kill9,
     stats::{median, spread, Spread},
     up::{chat, in_state_dir, shut_down, start_up, status_now, wait_running, worker_pid},
 };
@@ -335,29 +336,7 @@ fn read_through_kill(
 
 fn kill_mate(dir: &Path, url: &str, max_tokens: u32) -> anyhow::Result<KillRun> {
     let pid = worker_pid(&status_now(dir)?, WorkerKind::Llm)?;
-    read_through_kill("mate", url, max_tokens.max(64), || kill_9(pid))
-}
-
-#[cfg(unix)]
-fn kill_9(pid: u32) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()?;
-    if !status.success() {
-        bail!("kill -9 {pid} failed");
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn kill_9(pid: u32) -> anyhow::Result<()> {
-    let status = Command::new("taskkill")
-        .args(["/F", "/PID", &pid.to_string()])
-        .status()?;
-    if !status.success() {
-        bail!("taskkill /F /PID {pid} failed");
-    }
-    Ok(())
+    read_through_kill("mate", url, max_tokens.max(64), || kill9(pid))
 }
 
 /// llama.cpp's own server on a free port.
@@ -404,7 +383,7 @@ impl LlamaServer {
     fn kill_mid_stream(&mut self, max_tokens: u32) -> KillRun {
         let pid = self.child.id();
         let url = self.url.clone();
-        read_through_kill("llama-server", &url, max_tokens.max(64), || kill_9(pid)).unwrap_or_else(
+        read_through_kill("llama-server", &url, max_tokens.max(64), || kill9(pid)).unwrap_or_else(
             |e| KillRun {
                 server: "llama-server",
                 completed: false,

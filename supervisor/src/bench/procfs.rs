@@ -19,6 +19,27 @@ pub(super) fn linux_only(bench: &str) -> anyhow::Result<()> {
     )
 }
 
+/// Ends process `pid` the way a crash does: SIGKILL on Unix, `taskkill /F` on Windows.
+#[cfg(unix)]
+pub(super) fn kill9(pid: u32) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use rustix::process::{kill_process, Pid, Signal};
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .with_context(|| format!("{pid} is not a pid"))?;
+    kill_process(target, Signal::KILL).with_context(|| format!("kill -9 {pid}"))
+}
+
+#[cfg(not(unix))]
+pub(super) fn kill9(pid: u32) -> anyhow::Result<()> {
+    let status = std::process::Command::new("taskkill")
+        .args(["/F", "/PID", &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "taskkill /F /PID {pid} failed");
+    Ok(())
+}
+
 /// Fields of `/proc/<pid>/status` in KiB, in the order asked; `None` where unreadable.
 pub(super) fn proc_status_kib(pid: u32, keys: &[&str]) -> Vec<Option<u64>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{
     ms,
-    procfs::{died, idle_cpu, proc_status_kib},
+    procfs::{died, idle_cpu, kill9, proc_status_kib},
     stats::{median, spread, Spread},
     up::{
         follow_events, in_state_dir, shut_down, start_up, wait_running, worker_pid, Seen, Shutdown,
@@ -253,21 +253,6 @@ fn measure_restarts(
         shutdown,
         runs_detail: runs,
     })
-}
-
-#[cfg(unix)]
-fn kill9(pid: u32) -> anyhow::Result<()> {
-    use rustix::process::{kill_process, Pid, Signal};
-    let target = i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .with_context(|| format!("{pid} is not a pid"))?;
-    kill_process(target, Signal::KILL).with_context(|| format!("kill -9 {pid}"))
-}
-
-#[cfg(not(unix))]
-fn kill9(_pid: u32) -> anyhow::Result<()> {
-    bail!("mate bench restart kills workers with SIGKILL, which only Unix has")
 }
 
 /// Reads the LLM worker's events after a kill at `killed`, up to the new worker's `Loaded`.
