@@ -33,8 +33,8 @@ use llama_cpp_2::{
     token::LlamaToken,
 };
 use mate_protocol::{
-    ChatMessage, ChatRole, ChatTemplate, Coalesce, GenerationStats, KvType, LlmPhase, Profile,
-    Sampling, StopReason,
+    ChatMessage, ChatRole, ChatTemplate, Coalesce, GenerationStats, KvType, LlmOptions, LlmPhase,
+    Profile, Sampling, StopReason,
 };
 use serde::{Deserialize, Serialize};
 
@@ -297,9 +297,6 @@ struct SnapshotMeta {
 
 const SNAPSHOT_META: &str = "conversation.json";
 
-/// Host memory for conversations set aside, unless `[llm] stash_mb` says otherwise.
-pub const DEFAULT_STASH_BYTES: usize = 512 << 20;
-
 /// One conversation's context on a [`Model`].
 pub struct Session<'m> {
     model: &'m Model,
@@ -384,7 +381,9 @@ impl<'m> Session<'m> {
             },
             head: None,
             on_disk: None,
-            stash: Stash::new(DEFAULT_STASH_BYTES),
+            stash: Stash::new(
+                usize::try_from(LlmOptions::default().stash_bytes).unwrap_or(usize::MAX),
+            ),
         })
     }
 
@@ -669,17 +668,14 @@ impl<'m> Session<'m> {
             Plan::Keep => {}
             Plan::SetAside => self.set_aside(),
             Plan::Swap(i) => {
-                self.set_aside();
+                // Taken before the cache is set aside: putting an entry may evict others and
+                // shift the index.
                 let entry = self.stash.take(i);
+                self.set_aside();
                 self.bring_back(entry);
             }
         }
-        let mut common = self
-            .cached
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let mut common = stash::common_prefix(&self.cached, tokens);
         // The last prompt token is always decoded again: its logits start the reply.
         if common == tokens.len() {
             common = common.saturating_sub(1);

@@ -83,10 +83,6 @@ impl<T: PartialEq, S> Stash<T, S> {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-
-    pub fn clear(&mut self) {
-        self.entries.clear();
-    }
 }
 
 /// What to do with the cache before decoding a prompt.
