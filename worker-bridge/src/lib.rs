@@ -83,7 +83,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         let input = match link.recv(&mut vitals) {
             Ok(Next::Message(ToWorker::Avatar(cmd))) => {
                 if let Some(vmc) = &vmc {
-                    let _ = vmc.send(vmc::Input::Command(cmd.clone()));
+                    let _ = vmc.send(cmd.clone());
                 }
                 Input::Command(cmd)
             }
@@ -99,9 +99,8 @@ pub fn run(args: &Args) -> Result<(), Error> {
             break Ok(());
         }
     };
-    if let Some(vmc) = &vmc {
-        let _ = vmc.send(vmc::Input::Shutdown);
-    }
+    // Dropping the VMC sender (with `vmc`) ends that thread.
+    drop(vmc);
     let _ = tx.send(Input::Shutdown);
     // Connecting and writing have timeouts, so this ends within a few seconds at worst.
     let _ = unity.join();

@@ -21,13 +21,6 @@ use mate_protocol::{AvatarCommand, VmcOptions};
 use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType};
 use tracing::{debug, warn};
 
-/// What the VMC thread is told.
-#[derive(Debug)]
-pub enum Input {
-    Command(AvatarCommand),
-    Shutdown,
-}
-
 /// The blend shape mate blinks with (the same name in VRM 0.x and as VMC apps map VRM 1.0).
 pub const BLINK: &str = "Blink";
 /// A blink: closing and opening again.
@@ -35,11 +28,10 @@ const BLINK_SPAN: Duration = Duration::from_millis(160);
 /// Time between blinks, varied around this so it does not look mechanical.
 const BLINK_EVERY: Duration = Duration::from_millis(4000);
 
-/// Where each blend shape is going.
+/// Where each blend shape comes from (it goes to the face's target).
 #[derive(Debug, Clone)]
 struct Transition {
     from: BTreeMap<String, f32>,
-    to: BTreeMap<String, f32>,
     start: Instant,
     span: Duration,
 }
@@ -84,22 +76,15 @@ impl Face {
             } => {
                 let shape = self.map.get(&expression.to_lowercase()).cloned();
                 let from = self.values(now);
-                let to: BTreeMap<String, f32> = self
-                    .target
-                    .keys()
-                    .map(|b| {
-                        let v = if Some(b) == shape.as_ref() {
-                            intensity.clamp(0.0, 1.0)
-                        } else {
-                            0.0
-                        };
-                        (b.clone(), v)
-                    })
-                    .collect();
-                self.target.clone_from(&to);
+                for (b, v) in &mut self.target {
+                    *v = if Some(b) == shape.as_ref() {
+                        intensity.clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                }
                 self.transition = Some(Transition {
                     from,
-                    to,
                     start: now,
                     span: Duration::from_millis(u64::from(*transition_ms)),
                 });
@@ -117,7 +102,8 @@ impl Face {
         let mut values = match &self.transition {
             Some(t) if now < t.start + t.span => {
                 let p = (now - t.start).as_secs_f32() / t.span.as_secs_f32().max(f32::EPSILON);
-                t.to.iter()
+                self.target
+                    .iter()
                     .map(|(b, to)| {
                         let from = t.from.get(b).copied().unwrap_or(0.0);
                         (b.clone(), from + (to - from) * p.clamp(0.0, 1.0))
@@ -158,6 +144,11 @@ impl Face {
         transition || blinking
     }
 
+    /// When the next blink starts, when mate blinks.
+    pub fn next_blink(&self) -> Option<Instant> {
+        self.blink.then_some(self.next_blink)
+    }
+
     /// Moves on to the next blink once one is over.
     pub fn tick(&mut self, now: Instant) {
         if now >= self.next_blink + BLINK_SPAN + Duration::from_millis(50) {
@@ -194,8 +185,8 @@ pub fn frame(values: &BTreeMap<String, f32>) -> OscPacket {
     })
 }
 
-/// Runs the VMC sink until told to stop or the worker goes.
-pub fn run(opts: VmcOptions, avatar: Vec<AvatarCommand>, inputs: mpsc::Receiver<Input>) {
+/// Runs the VMC sink until the worker drops the sending side of `commands`.
+pub fn run(opts: VmcOptions, avatar: Vec<AvatarCommand>, commands: mpsc::Receiver<AvatarCommand>) {
     let socket = match UdpSocket::bind(("0.0.0.0", 0)) {
         Ok(socket) => socket,
         Err(e) => {
@@ -213,8 +204,8 @@ pub fn run(opts: VmcOptions, avatar: Vec<AvatarCommand>, inputs: mpsc::Receiver<
     let mut failures = 0u64;
     loop {
         let now = Instant::now();
-        let due = face.moving(now) || last_sent.is_none_or(|at| now - at >= resend_every);
-        if due {
+        let moving = face.moving(now);
+        if moving || last_sent.is_none_or(|at| now - at >= resend_every) {
             match rosc::encoder::encode(&frame(&face.values(now))) {
                 Ok(bytes) => {
                     if let Err(e) = socket.send_to(&bytes, &opts.address) {
@@ -230,15 +221,19 @@ pub fn run(opts: VmcOptions, avatar: Vec<AvatarCommand>, inputs: mpsc::Receiver<
             last_sent = Some(now);
         }
         face.tick(now);
-        let wait = if face.moving(now) {
+        let wait = if moving {
             frame_every
         } else {
             // Idle: wake for the next resend or the next blink, whichever is first.
-            frame_every.max(Duration::from_millis(20)).min(resend_every)
+            let resend = last_sent.map_or(now, |at| at + resend_every);
+            let wake = face.next_blink().map_or(resend, |blink| blink.min(resend));
+            wake.saturating_duration_since(now)
+                .max(Duration::from_millis(1))
         };
-        match inputs.recv_timeout(wait) {
-            Ok(Input::Command(cmd)) => face.command(&cmd, Instant::now()),
-            Ok(Input::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        match commands.recv_timeout(wait) {
+            Ok(cmd) => face.command(&cmd, Instant::now()),
+            // The worker is stopping (the sender is gone with it).
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
