@@ -373,13 +373,12 @@ pub fn resolve(overrides: &Overrides, file: FileConfig) -> Result<Settings, Conf
                 mb.min(1 << 20) << 20
             }),
     };
-    let chat = chat(file.chat);
     Ok(Settings {
         threads: llm.threads.unwrap_or(0),
         llm: options,
         policy: policy(&file.supervisor)?,
-        api: api::api(file.api, &chat.sampling)?,
-        chat,
+        api: api::api(file.api)?,
+        chat: chat(file.chat),
         gpu: gpu(overrides, file.gpu, file.profiles)?,
         unity: unity(file.unity, vmc::vmc(file.vmc)?)?,
         avatar: avatar(file.avatar)?,

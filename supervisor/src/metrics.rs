@@ -273,11 +273,8 @@ fn present(r: &mut Registry, status: &StatusReport) {
         profile,
     );
 
-    let llm = status
-        .workers
-        .iter()
-        .find_map(|w| w.vitals.llm.as_ref().map(|v| (w, v)));
-    if let Some((_, v)) = llm {
+    let llm = status.workers.iter().find_map(|w| w.vitals.llm.as_ref());
+    if let Some(v) = llm {
         r.register(
             "llm_context_used_tokens",
             "Tokens in the LLM's KV cache now",

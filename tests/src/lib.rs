@@ -415,6 +415,22 @@ pub fn line_channel(
     lines
 }
 
+/// Starts a stand-in peer (an OSC receiver, the C# Unity end) that prints a line with
+/// `ready` once it listens; its stdout lines from then on, as they come.
+pub fn spawn_ready(
+    command: Command,
+    what: &str,
+    limit: Duration,
+) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = spawn_piped(command);
+    let lines = line_channel(child.stdout.take().expect("piped stdout"));
+    let ready = lines
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not say it was ready within {limit:?}"));
+    assert!(ready.contains("ready"), "{what}: {ready}");
+    (child, lines)
+}
+
 /// Collects a child's output, killing it and failing the test after `limit`.
 pub fn wait_output(child: Child, limit: Duration) -> Output {
     wait_output_or_explain(child, limit, String::new)

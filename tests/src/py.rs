@@ -20,8 +20,8 @@ fn default_dir() -> PathBuf {
 
 #[derive(Debug, Clone)]
 pub struct PyClients {
-    /// Where `pip install --target` put the packages; `None`: python3's own site-packages.
-    path: Option<PathBuf>,
+    /// Where `pip install --target` put the packages (python3's own site-packages count too).
+    path: PathBuf,
 }
 
 impl PyClients {
@@ -33,7 +33,7 @@ impl PyClients {
             let path = std::env::var_os("MATE_PY_CLIENTS")
                 .filter(|p| !p.is_empty())
                 .map_or_else(default_dir, PathBuf::from);
-            let clients = PyClients { path: Some(path) };
+            let clients = PyClients { path };
             (clients.import_works() || clients.install()).then_some(clients)
         });
         if let Some(clients) = found {
@@ -41,7 +41,8 @@ impl PyClients {
         }
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI must run {test} with the real `openai` and `prometheus_client` packages: \
+            "CI must run {test} with the real `openai`, `prometheus_client` and `python-osc` \
+             packages: \
              `python3 -m pip install --target DIR {PINNED}` and MATE_PY_CLIENTS=DIR"
         );
         eprintln!(
@@ -54,7 +55,7 @@ impl PyClients {
 
     /// `pip install --target` of the pinned versions.
     fn install(&self) -> bool {
-        let Some(path) = &self.path else { return false };
+        let path = &self.path;
         eprintln!("installing {PINNED} into {}", path.display());
         let status = Command::new("python3")
             .args([
@@ -82,10 +83,9 @@ impl PyClients {
 
     fn python(&self) -> Command {
         let mut cmd = Command::new("python3");
-        if let Some(path) = &self.path {
-            cmd.env("PYTHONPATH", path);
-        }
-        cmd.env("PYTHONUNBUFFERED", "1").stdin(Stdio::null());
+        cmd.env("PYTHONPATH", &self.path)
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null());
         cmd
     }
 

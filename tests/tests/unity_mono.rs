@@ -10,9 +10,9 @@ use std::{
 };
 
 use mate_tests::{
-    free_address, line_channel,
+    free_address,
     mono::{csharp_tests, mono},
-    spawn_piped, wait_output, wait_until, Mate as _, StateDir,
+    spawn_piped, spawn_ready, wait_output, wait_until, Mate as _, StateDir,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -41,10 +41,7 @@ struct Peer {
 
 impl Peer {
     fn start(exe: &std::path::Path, address: &str) -> Peer {
-        let mut child = spawn_piped(mono(exe, &["peer", address]));
-        let lines = line_channel(child.stdout.take().expect("stdout"));
-        let ready = lines.recv_timeout(LIMIT).expect("the C# peer starts");
-        assert!(ready.contains("ready"), "{ready}");
+        let (child, lines) = spawn_ready(mono(exe, &["peer", address]), "the C# peer", LIMIT);
         let calls = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&calls);
         std::thread::spawn(move || collect(&lines, &sink));

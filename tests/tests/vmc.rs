@@ -5,9 +5,7 @@
 
 use std::{sync::mpsc, time::Duration};
 
-use mate_tests::{
-    line_channel, py::PyClients, signal, spawn_piped, wait_until, Mate as _, StateDir,
-};
+use mate_tests::{py::PyClients, signal, spawn_ready, wait_until, Mate as _, StateDir};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -20,10 +18,8 @@ struct Peer {
 
 impl Peer {
     fn start(py: &PyClients, port: u16) -> Peer {
-        let mut child = spawn_piped(py.script("osc_listener.py", &[&port.to_string()]));
-        let lines = line_channel(child.stdout.take().expect("stdout"));
-        let ready = lines.recv_timeout(LIMIT).expect("the OSC peer starts");
-        assert!(ready.contains("ready"), "{ready}");
+        let script = py.script("osc_listener.py", &[&port.to_string()]);
+        let (child, lines) = spawn_ready(script, "the OSC peer", LIMIT);
         Peer { child, lines }
     }
 

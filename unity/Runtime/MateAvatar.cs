@@ -29,6 +29,9 @@ namespace Mate.Unity
         private MateServer server;
         private readonly Queue<Action> mainThread = new Queue<Action>();
         private readonly Dictionary<string, float> weights = new Dictionary<string, float>();
+        // Each expression's key, made once per name rather than every frame.
+        private readonly Dictionary<string, VRM.BlendShapeKey> keys0 = new Dictionary<string, VRM.BlendShapeKey>();
+        private readonly Dictionary<string, UniVRM10.ExpressionKey> keys10 = new Dictionary<string, UniVRM10.ExpressionKey>();
         private string expression;
         private float target, from, transitionStart, transitionSeconds;
         private bool blink = true;
@@ -120,15 +123,26 @@ namespace Mate.Unity
             if (BlendShapeProxy != null)
             {
                 foreach (var kv in weights)
-                    BlendShapeProxy.ImmediatelySetValue(Key0(kv.Key), kv.Value);
+                    BlendShapeProxy.ImmediatelySetValue(Cached(keys0, kv.Key, Key0), kv.Value);
                 BlendShapeProxy.ImmediatelySetValue(VRM.BlendShapeKey.CreateFromPreset(VRM.BlendShapePreset.Blink), blinkWeight);
             }
             if (Vrm10 != null)
             {
                 foreach (var kv in weights)
-                    Vrm10.Runtime.Expression.SetWeight(Key10(kv.Key), kv.Value);
+                    Vrm10.Runtime.Expression.SetWeight(Cached(keys10, kv.Key, Key10), kv.Value);
                 Vrm10.Runtime.Expression.SetWeight(UniVRM10.ExpressionKey.Blink, blinkWeight);
             }
+        }
+
+        private static TKey Cached<TKey>(Dictionary<string, TKey> cache, string name, Func<string, TKey> make)
+        {
+            TKey key;
+            if (!cache.TryGetValue(name, out key))
+            {
+                key = make(name);
+                cache[name] = key;
+            }
+            return key;
         }
 
         // mate's expression names are VRM 1.0's presets (happy, angry, sad, relaxed, surprised,

@@ -96,12 +96,12 @@ impl ApiError {
         }
     }
 
-    /// 429: the queue is full (the server adds `Retry-After`).
-    pub fn queue_full(waiting: usize) -> ApiError {
+    /// 429: the queue is full (the server adds `Retry-After`); `why` says how full.
+    pub fn queue_full(why: impl Into<String>) -> ApiError {
         ApiError {
             status: 429,
             kind: "rate_limit_error",
-            message: format!("{waiting} requests already wait for the model; retry shortly"),
+            message: why.into(),
             param: None,
             code: Some("queue_full"),
         }
@@ -159,7 +159,7 @@ mod tests {
             ApiError::unauthorized(),
             ApiError::not_found("/v2"),
             ApiError::too_large(1 << 20),
-            ApiError::queue_full(8),
+            ApiError::queue_full("8 requests already wait"),
             ApiError::unavailable("loading the model"),
         ]
         .iter()

@@ -112,9 +112,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shared = server::Shared {
         calls: Arc::clone(&calls),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created: server::unix_now(),
         stats: Arc::clone(&stats),
         options: Arc::new(options.clone()),
     };

@@ -244,10 +244,7 @@ fn failed(status: u16, message: String, retry_after_s: u32) -> Response {
             code: Some("context_length_exceeded"),
             ..ApiError::malformed(message)
         },
-        429 => ApiError {
-            message,
-            ..ApiError::queue_full(0)
-        },
+        429 => ApiError::queue_full(message),
         503 => ApiError::unavailable(message),
         _ => ApiError {
             status,
@@ -276,8 +273,8 @@ async fn generate(shared: Shared, generation: Generation, endpoint: Endpoint) ->
     };
     let meta = Meta {
         id: match endpoint {
-            Endpoint::Chat => format!("chatcmpl-{:x}-{}", shared.created, call_number(&call)),
-            Endpoint::Text => format!("cmpl-{:x}-{}", shared.created, call_number(&call)),
+            Endpoint::Chat => format!("chatcmpl-{:x}-{}", shared.created, call.id()),
+            Endpoint::Text => format!("cmpl-{:x}-{}", shared.created, call.id()),
         },
         created: unix_now(),
         model: shared.options.model.clone(),
@@ -331,11 +328,8 @@ async fn generate(shared: Shared, generation: Generation, endpoint: Endpoint) ->
     }
 }
 
-fn call_number(call: &Call) -> u64 {
-    call.id()
-}
-
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (OpenAI's `created`).
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -408,8 +402,14 @@ impl Sse {
     /// An error after the stream started: OpenAI's error object as an event (the `openai`
     /// package raises it), and no `[DONE]`.
     fn fail(&mut self, message: String) {
-        let body = json!({ "error": { "message": message, "type": "server_error", "param": null, "code": null } });
-        self.pending.push_back(response::sse(&body));
+        let e = ApiError {
+            status: 500,
+            kind: "server_error",
+            message,
+            param: None,
+            code: None,
+        };
+        self.pending.push_back(format!("data: {}\n\n", e.to_json()));
         self.ended = true;
     }
 }

@@ -21,7 +21,9 @@ use super::{
     ms,
     procfs::kill9,
     stats::{median, spread, Spread},
-    up::{chat, in_state_dir, shut_down, start_up, status_now, wait_running, worker_pid},
+    up::{
+        chat, in_state_dir, shut_down, start_up, status_now, wait_running, worker_pid, UpProcess,
+    },
 };
 
 /// Settings of `mate bench api`.
@@ -117,11 +119,7 @@ pub fn api(bench: &ApiBench) -> anyhow::Result<ApiReport> {
         n => n,
     };
     let (mate_runs, server_runs, skipped, kills) = in_state_dir("api", |dir| {
-        let config = dir.join("bench.toml");
-        std::fs::write(&config, config_text(threads, None))?;
-        let mut up = start_up(&bench.exe, dir, &config, &bench.model, &[])?;
-        let status = wait_running(dir, &mut up, &WorkerKind::ALL, LIMIT)?;
-        let mate_url = api_url(dir)?;
+        let (mut up, pids, mate_url) = mate_up(bench, dir, threads, true)?;
         let mut server = match &bench.llama_server {
             Some(exe) => Some(LlamaServer::start(exe, &bench.model, threads)?),
             None => None,
@@ -131,7 +129,7 @@ pub fn api(bench: &ApiBench) -> anyhow::Result<ApiReport> {
         // Interleaved, each round in turn order, so drift in the machine hits both.
         for round in 0..bench.runs + 1 {
             let prompt = prompt(round);
-            let mut arms: Vec<(&str, &mut Vec<Run>)> = vec![("mate", &mut mate_runs)];
+            let mut arms: Vec<(&str, &mut Vec<Run>)> = vec![(&mate_url, &mut mate_runs)];
             if let Some(s) = &server {
                 arms.push((&s.url, &mut server_runs));
             }
@@ -139,11 +137,6 @@ pub fn api(bench: &ApiBench) -> anyhow::Result<ApiReport> {
                 arms.reverse();
             }
             for (url, runs) in arms {
-                let url = if url == "mate" {
-                    mate_url.as_str()
-                } else {
-                    url
-                };
                 let run = stream_once(url, &prompt, bench.max_tokens)?;
                 // Round 0 warms both up and is not counted.
                 if round > 0 {
@@ -160,7 +153,6 @@ pub fn api(bench: &ApiBench) -> anyhow::Result<ApiReport> {
              --llama-server target/llama-server/bin/llama-server"
                 .to_string()
         });
-        let pids: Vec<u32> = status.workers.iter().filter_map(|w| w.pid).collect();
         shut_down(dir, &mut up, &pids)?;
         Ok((mate_runs, server_runs, skipped, kills))
     })?;
@@ -193,16 +185,29 @@ pub fn api(bench: &ApiBench) -> anyhow::Result<ApiReport> {
     })
 }
 
-fn config_text(threads: u32, stash: Option<bool>) -> String {
-    let mut text = format!(
-        "# Written by `mate bench api`.\n[llm]\nthreads = {threads}\nsnapshots = false\n\
-         [chat]\nrepeat_penalty = 1.0\nmax_tokens = 32\n[api]\naddress = \"127.0.0.1:0\"\n\
-         avatar = false\n[gpu]\nmonitor = \"off\"\n"
-    );
-    if stash == Some(false) {
-        text = text.replace("snapshots = false\n", "snapshots = false\nstash_mb = 0\n");
-    }
-    text
+/// `mate up` in `dir` on the bench's config, every worker running: the process, the workers'
+/// pids (to check at shutdown) and the API's base URL. `stash` false turns the conversation
+/// stash off.
+fn mate_up(
+    bench: &ApiBench,
+    dir: &Path,
+    threads: u32,
+    stash: bool,
+) -> anyhow::Result<(UpProcess, Vec<u32>, String)> {
+    let stash_mb = if stash { "" } else { "stash_mb = 0\n" };
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# Written by `mate bench api`.\n[llm]\nthreads = {threads}\nsnapshots = false\n\
+             {stash_mb}[chat]\nrepeat_penalty = 1.0\nmax_tokens = 32\n\
+             [api]\naddress = \"127.0.0.1:0\"\navatar = false\n[gpu]\nmonitor = \"off\"\n"
+        ),
+    )?;
+    let mut up = start_up(&bench.exe, dir, &config, &bench.model, &[])?;
+    let status = wait_running(dir, &mut up, &WorkerKind::ALL, LIMIT)?;
+    let pids = status.workers.iter().filter_map(|w| w.pid).collect();
+    Ok((up, pids, api_url(dir)?))
 }
 
 /// A prompt that differs from the start in every round, so no server answers from its cache.
@@ -252,23 +257,53 @@ fn piece(json: &Value) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn stream_once(url: &str, prompt: &str, max_tokens: u32) -> anyhow::Result<Run> {
+/// One streamed reply read to its `[DONE]`, as the client saw it.
+struct Streamed {
+    sent: Instant,
+    text: String,
+    /// When the first and the last text arrived.
+    first: Option<Instant>,
+    last: Instant,
+    pieces: u64,
+    /// The final chunk's `usage`, when the server sent one.
+    usage: Value,
+}
+
+fn read_stream(url: &str, path: &str, body: &Value) -> anyhow::Result<Streamed> {
     let sent = Instant::now();
-    let mut stream = post_stream(url, "/v1/completions", &completion(prompt, max_tokens))?;
-    let (mut first, mut last, mut pieces, mut usage) = (None, sent, 0u64, None);
+    let mut stream = post_stream(url, path, body)?;
+    let mut got = Streamed {
+        sent,
+        text: String::new(),
+        first: None,
+        last: sent,
+        pieces: 0,
+        usage: Value::Null,
+    };
     while let Sse::Data { at, json } = stream.next()? {
-        if piece(&json).is_some() {
-            first.get_or_insert(at);
-            last = at;
-            pieces += 1;
+        if let Some(p) = piece(&json) {
+            got.first.get_or_insert(at);
+            got.last = at;
+            got.pieces += 1;
+            got.text.push_str(p);
         }
-        if let Some(n) = json["usage"]["completion_tokens"].as_u64() {
-            usage = Some(n);
+        if !json["usage"].is_null() {
+            got.usage = json["usage"].clone();
         }
     }
-    let first = first.with_context(|| format!("{url} streamed no text"))?;
+    Ok(got)
+}
+
+fn stream_once(url: &str, prompt: &str, max_tokens: u32) -> anyhow::Result<Run> {
+    let got = read_stream(url, "/v1/completions", &completion(prompt, max_tokens))?;
+    let first = got
+        .first
+        .with_context(|| format!("{url} streamed no text"))?;
     // llama-server streams one token per event; mate groups a few, and says how many in all.
-    let tokens = usage.unwrap_or(pieces);
+    let tokens = got.usage["completion_tokens"]
+        .as_u64()
+        .unwrap_or(got.pieces);
+    let (sent, last) = (got.sent, got.last);
     let span = (last - first).as_secs_f64();
     Ok(Run {
         ttft_ms: ms(first - sent),
@@ -411,11 +446,7 @@ fn mixed_workload(
     stash: bool,
 ) -> anyhow::Result<Mixed> {
     const ROUNDS: usize = 5;
-    let config = dir.join("bench.toml");
-    std::fs::write(&config, config_text(threads, Some(stash)))?;
-    let mut up = start_up(&bench.exe, dir, &config, &bench.model, &[])?;
-    let status = wait_running(dir, &mut up, &WorkerKind::ALL, LIMIT)?;
-    let url = api_url(dir)?;
+    let (mut up, pids, url) = mate_up(bench, dir, threads, stash)?;
     let mut history = vec![
         json!({"role": "system", "content": "You are a helpful assistant who writes about ships."}),
     ];
@@ -432,7 +463,6 @@ fn mixed_workload(
             ttft.push(api_ttft);
         }
     }
-    let pids: Vec<u32> = status.workers.iter().filter_map(|w| w.pid).collect();
     shut_down(dir, &mut up, &pids)?;
     Ok(Mixed {
         stash,
@@ -453,20 +483,13 @@ fn api_chat(url: &str, messages: &[Value]) -> anyhow::Result<(String, (u64, u64)
         "stream": true,
         "stream_options": { "include_usage": true },
     });
-    let sent = Instant::now();
-    let mut stream = post_stream(url, "/v1/chat/completions", &body)?;
-    let (mut text, mut usage, mut first) = (String::new(), (0, 0), None);
-    while let Sse::Data { at, json } = stream.next()? {
-        if let Some(p) = piece(&json) {
-            first.get_or_insert(at);
-            text.push_str(p);
-        }
-        if let Some(n) = json["usage"]["prompt_tokens"].as_u64() {
-            let cached = json["usage"]["prompt_tokens_details"]["cached_tokens"]
-                .as_u64()
-                .unwrap_or(0);
-            usage = (n, cached);
-        }
-    }
-    Ok((text, usage, first.map_or(f64::NAN, |f| ms(f - sent))))
+    let got = read_stream(url, "/v1/chat/completions", &body)?;
+    let usage = (
+        got.usage["prompt_tokens"].as_u64().unwrap_or(0),
+        got.usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or(0),
+    );
+    let ttft = got.first.map_or(f64::NAN, |f| ms(f - got.sent));
+    Ok((got.text, usage, ttft))
 }

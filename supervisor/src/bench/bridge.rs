@@ -325,39 +325,32 @@ pub fn bridge(b: &BridgeBench) -> anyhow::Result<BridgeReport> {
     )
     .context("starting the built-in unity-sim")?;
     let sim_address = sim.address().to_string();
-    let mut endpoints = vec![(sim_address.clone(), Samples::default())];
-    if let Some(given) = &b.unity {
-        endpoints.insert(0, (given.clone(), Samples::default()));
-    }
-    for (address, _) in &endpoints {
+    let mut sim_samples = Samples::default();
+    let mut given = b.unity.clone().map(|address| (address, Samples::default()));
+    let mut addresses = vec![sim_address.as_str()];
+    addresses.extend(given.as_ref().map(|(address, _)| address.as_str()));
+    for address in addresses {
         // A warm-up round, not counted.
         single(address, 100)?;
         batched(address, 100, b.batch)?;
     }
     for _ in 0..b.runs {
-        for (address, samples) in &mut endpoints {
+        if let Some((address, samples)) = &mut given {
             samples.run(address, b)?;
         }
+        sim_samples.run(&sim_address, b)?;
     }
-    let mut reports = endpoints.into_iter().map(|(address, samples)| {
-        let peer = if address == sim_address {
-            "built-in unity-sim (this process)"
-        } else {
-            "given endpoint"
-        };
-        samples.report(address, peer, b)
-    });
-    let first = reports.next().context("no endpoint measured")?;
-    let Some(sim_report) = reports.next() else {
-        return Ok(first);
+    let sim_report = sim_samples.report(sim_address, "built-in unity-sim (this process)", b);
+    let Some((address, samples)) = given else {
+        return Ok(sim_report);
     };
-    let mut given = first;
-    given.vs_baseline = Some(VsBaseline {
-        single_p50: given.single.p50_us / sim_report.single.p50_us,
-        batched_commands_per_s: given.batched.commands_per_s / sim_report.batched.commands_per_s,
-        pipelined_commands_per_s: given.pipelined.commands_per_s
+    let mut report = samples.report(address, "given endpoint", b);
+    report.vs_baseline = Some(VsBaseline {
+        single_p50: report.single.p50_us / sim_report.single.p50_us,
+        batched_commands_per_s: report.batched.commands_per_s / sim_report.batched.commands_per_s,
+        pipelined_commands_per_s: report.pipelined.commands_per_s
             / sim_report.pipelined.commands_per_s,
     });
-    given.baseline = Some(Box::new(sim_report));
-    Ok(given)
+    report.baseline = Some(Box::new(sim_report));
+    Ok(report)
 }

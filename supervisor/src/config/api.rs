@@ -39,12 +39,13 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiSettings {
     pub enabled: bool,
-    /// What the worker is sent (the model's name is filled in by the supervisor).
+    /// What the worker is sent (the supervisor fills in the model's name and `[chat]`'s
+    /// sampling).
     pub options: ApiOptions,
     pub avatar: bool,
 }
 
-pub(super) fn api(c: ApiConfig, sampling: &Sampling) -> Result<ApiSettings, ConfigError> {
+pub(super) fn api(c: ApiConfig) -> Result<ApiSettings, ConfigError> {
     let address = std::env::var(API_ADDRESS_ENV)
         .ok()
         .filter(|a| !a.is_empty())
@@ -77,7 +78,8 @@ pub(super) fn api(c: ApiConfig, sampling: &Sampling) -> Result<ApiSettings, Conf
             model: String::new(),
             max_connections: c.max_connections.unwrap_or(256).clamp(1, 65_536),
             request_timeout_ms: c.request_timeout_ms.unwrap_or(30_000).clamp(100, 3_600_000),
-            sampling: sampling.clone(),
+            // Filled in when the worker is sent its options, as the model's name.
+            sampling: Sampling::default(),
         },
         avatar: c.avatar.unwrap_or(true),
     })
@@ -85,22 +87,11 @@ pub(super) fn api(c: ApiConfig, sampling: &Sampling) -> Result<ApiSettings, Conf
 
 /// An address is `ip:port` (or `localhost:port`); one other machines can reach needs a key.
 fn check_address(address: &str, has_key: bool) -> Result<(), ConfigError> {
-    let loopback = match address.parse::<SocketAddr>() {
-        Ok(a) => a.ip().is_loopback(),
-        Err(_) => match address.rsplit_once(':') {
-            Some(("localhost", port)) if port.parse::<u16>().is_ok() => true,
-            _ => {
-                return Err(ConfigError::Invalid(format!(
-                    "[api] address = {address:?} is not an IP address and port, as in \
-                     \"{DEFAULT_API_ADDRESS}\""
-                )))
-            }
-        },
-    };
-    if !loopback && !has_key {
-        let what = match address.parse::<SocketAddr>().map(|a| a.ip()) {
-            Ok(IpAddr::V4(ip)) if ip.is_unspecified() => "every network interface",
-            Ok(IpAddr::V6(ip)) if ip.is_unspecified() => "every network interface",
+    // `None`: localhost, which is loopback.
+    let ip = ip_and_port("[api]", address, DEFAULT_API_ADDRESS)?;
+    if !ip.is_none_or(|ip| ip.is_loopback()) && !has_key {
+        let what = match ip {
+            Some(ip) if ip.is_unspecified() => "every network interface",
             _ => "a network interface other machines can reach",
         };
         return Err(ConfigError::Invalid(format!(
@@ -112,13 +103,31 @@ fn check_address(address: &str, has_key: bool) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Checks that `address` of `table` is `ip:port` or `localhost:port`; its IP (`None` for
+/// localhost).
+pub(super) fn ip_and_port(
+    table: &str,
+    address: &str,
+    example: &str,
+) -> Result<Option<IpAddr>, ConfigError> {
+    if let Ok(a) = address.parse::<SocketAddr>() {
+        return Ok(Some(a.ip()));
+    }
+    match address.rsplit_once(':') {
+        Some(("localhost", port)) if port.parse::<u16>().is_ok() => Ok(None),
+        _ => Err(ConfigError::Invalid(format!(
+            "{table} address = {address:?} is not an IP address and port, as in \"{example}\""
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn resolve(text: &str) -> Result<ApiSettings, ConfigError> {
         let file = super::super::parse(text, std::path::Path::new("c.toml")).expect("parse");
-        api(file.api, &Sampling::default())
+        api(file.api)
     }
 
     #[test]

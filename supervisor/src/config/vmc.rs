@@ -53,12 +53,7 @@ pub(super) fn vmc(c: VmcConfig) -> Result<Option<VmcOptions>, ConfigError> {
         return Ok(None);
     }
     let address = c.address.unwrap_or_else(|| DEFAULT_VMC_ADDRESS.into());
-    if address.parse::<std::net::SocketAddr>().is_err() && !address.starts_with("localhost:") {
-        return Err(ConfigError::Invalid(format!(
-            "[vmc] address = {address:?} is not an IP address and port, as in \
-             \"{DEFAULT_VMC_ADDRESS}\""
-        )));
-    }
+    super::api::ip_and_port("[vmc]", &address, DEFAULT_VMC_ADDRESS)?;
     let mut options = VmcOptions::new(address, blend_shapes.into_iter().collect());
     options.blink = c.blink.unwrap_or(true);
     options.rate_hz = c.rate_hz.unwrap_or(options.rate_hz).clamp(1, 120);

@@ -11,6 +11,7 @@ impl Supervisor {
     pub(super) fn api_options(&self) -> ApiOptions {
         let mut options = self.opts.settings.api.options.clone();
         options.model = model_name(&self.opts.model);
+        options.sampling = self.opts.settings.chat.sampling.clone();
         options
     }
 
@@ -68,13 +69,17 @@ impl Supervisor {
     pub(super) fn health(&mut self) -> Health {
         let profile = self.profile.clone();
         let queued = self.queued() as u32;
-        let stopping = self.stopping;
+        let (stopping, gone) = (self.stopping, self.llm_gone());
         let w = self.worker(WorkerKind::Llm);
-        let (status, reason) = match w.state() {
+        let (status, reason) = match (w.state(), gone) {
             _ if stopping => ("stopping", "mate is shutting down".to_string()),
-            WorkerState::Running => ("ok", String::new()),
-            WorkerState::Starting => ("loading", format!("the model is loading ({profile})")),
-            WorkerState::Backoff | WorkerState::Stopping => (
+            (WorkerState::Failed, Some(why)) => ("failed", why),
+            (_, Some(why)) => ("stopped", why),
+            (WorkerState::Running, None) => ("ok", String::new()),
+            (WorkerState::Starting, None) => {
+                ("loading", format!("the model is loading ({profile})"))
+            }
+            _ => (
                 "restarting",
                 format!(
                     "the LLM worker is restarting{}",
@@ -82,17 +87,6 @@ impl Supervisor {
                         .as_ref()
                         .map(|e| format!(" after: {e}"))
                         .unwrap_or_default()
-                ),
-            ),
-            WorkerState::Stopped => (
-                "stopped",
-                "the LLM worker is stopped; `mate ctl start llm` starts it".to_string(),
-            ),
-            WorkerState::Failed => (
-                "failed",
-                format!(
-                    "the LLM worker failed: {}; fix the cause, then `mate ctl start llm`",
-                    w.last_error.as_deref().unwrap_or("unknown")
                 ),
             ),
         };

@@ -45,17 +45,13 @@ impl Client {
         let event = match reply {
             Reply::Chunk { text } => ApiEvent::Chunk { text },
             Reply::ChatDone { stats } => ApiEvent::Done { stats },
-            Reply::Error { message } => ApiEvent::Failed {
-                status: 503,
-                message,
-                retry_after_s: 2,
-            },
             Reply::Event(event) => match event.kind {
                 EventKind::TurnQueued { ahead } => ApiEvent::Queued { ahead },
                 EventKind::ReplyResumed { streamed_chars } => ApiEvent::Resumed { streamed_chars },
                 _ => return true,
             },
-            Reply::Ok | Reply::Status(_) => return true,
+            // Refusals go through `refuse`, with their status.
+            Reply::Error { .. } | Reply::Ok | Reply::Status(_) => return true,
         };
         tx.try_send(ToWorker::Api { id, event }).is_ok()
     }
@@ -461,15 +457,24 @@ impl Supervisor {
         if kind != WorkerKind::Llm || self.turn.is_none() {
             return;
         }
-        let w = self.worker(kind);
-        if matches!(w.state(), WorkerState::Failed | WorkerState::Stopped) {
-            let why = match &w.last_error {
-                Some(e) if w.state() == WorkerState::Failed => {
-                    format!("the LLM worker failed: {e}")
-                }
-                _ => "the LLM worker was stopped".to_string(),
-            };
+        if let Some(why) = self.llm_gone() {
             self.fail_turn(why, 503);
+        }
+    }
+
+    /// Why no turn can be answered until someone starts the LLM worker again (failed or
+    /// stopped); `None` while it serves or will on its own (starting, restarting).
+    pub(super) fn llm_gone(&mut self) -> Option<String> {
+        let w = self.worker(WorkerKind::Llm);
+        match w.state() {
+            WorkerState::Failed => Some(format!(
+                "the LLM worker failed: {}; fix the cause, then `mate ctl start llm`",
+                w.last_error.as_deref().unwrap_or("unknown")
+            )),
+            WorkerState::Stopped => {
+                Some("the LLM worker is stopped; `mate ctl start llm` starts it again".to_string())
+            }
+            _ => None,
         }
     }
 
@@ -553,16 +558,8 @@ impl Supervisor {
         if self.stopping {
             return Err(Refusal::new(503, "the supervisor is shutting down"));
         }
-        let w = self.worker(WorkerKind::Llm);
-        if matches!(w.state(), WorkerState::Failed | WorkerState::Stopped) {
-            let why = w.last_error.clone().unwrap_or_else(|| "stopped".into());
-            return Err(Refusal::new(
-                503,
-                format!(
-                    "the LLM worker is {}: {why}; `mate ctl start llm` starts it again",
-                    w.state().as_str()
-                ),
-            ));
+        if let Some(why) = self.llm_gone() {
+            return Err(Refusal::new(503, why));
         }
         self.metrics.turn_started(self.now - since);
         let (number, avatar) = match &asked {
